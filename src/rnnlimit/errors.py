@@ -96,4 +96,5 @@ def check_int(parameter: str, value: int, low: int, high: int | None = None) -> 
 def check_choice(parameter: str, value: str, choices: tuple[str, ...]) -> None:
     """Raise :class:`ParameterError` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ParameterError(parameter, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        allowed = ", ".join(map(repr, choices))
+        raise ParameterError(parameter, f"must be one of {allowed}, got {value!r}")
