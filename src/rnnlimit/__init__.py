@@ -1,1 +1,20 @@
-"""rnnlimit."""
+"""rnnlimit: wide output-feedback RNNs trained online on one ergodic stream, and their limit.
+
+See MODEL.md for the mathematics; the modules follow it: ``chains`` (§1), ``network`` and
+``train`` (§2–3), ``kernels``, ``memory`` and ``limit`` (§4), ``compare`` (§5), ``diagonal`` and
+``seqkernel`` (§6).
+"""
+
+from __future__ import annotations
+
+import jax
+
+__version__ = "0.1.0"
+
+
+def enable_float64(enable: bool = True) -> None:
+    """Switch JAX to 64-bit floats (``jax_enable_x64``); call before creating arrays."""
+    jax.config.update("jax_enable_x64", enable)
+
+
+__all__ = ["__version__", "enable_float64"]
