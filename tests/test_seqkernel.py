@@ -1,0 +1,129 @@
+"""Tests of the limit sequence kernel of the diagonal RNN (rnnlimit.seqkernel)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from rnnlimit.errors import ParameterError  # noqa: E402
+from rnnlimit.seqkernel import (  # noqa: E402
+    OmegaLaw,
+    history_kernel,
+    sample_omega,
+    sequence_features,
+    sequence_kernel,
+)
+
+RNG = np.random.default_rng(0)
+SEQS = [RNG.uniform(-1, 1, (n, 2)) for n in (5, 9, 3, 9, 1)]
+
+
+def _kernel(**kw):
+    opts = {"key": jax.random.PRNGKey(0), "n_theta": 512, "readout": "both"}
+    return sequence_kernel(2, **(opts | kw))
+
+
+def test_padding_respects_true_lengths():
+    kf = _kernel()
+    gram = kf(SEQS)
+    for i, j in [(0, 2), (1, 4), (3, 3)]:  # each alone, without padding
+        np.testing.assert_allclose(kf([SEQS[i]], [SEQS[j]])[0, 0], gram[i, j], rtol=1e-12)
+
+
+def test_gram_is_symmetric_psd_with_matching_diagonal():
+    kf = _kernel()
+    gram = kf(SEQS)
+    np.testing.assert_allclose(gram, gram.T, atol=1e-12)
+    assert np.linalg.eigvalsh(gram).min() > -1e-10
+    np.testing.assert_allclose(kf(SEQS, diag=True), np.diag(gram), rtol=1e-12)
+    np.testing.assert_allclose(kf(SEQS[:2], SEQS[2:]), gram[:2, 2:], rtol=1e-12)
+
+
+def test_nngp_part_is_dominated_by_ntk():
+    kf = _kernel()
+    gap = kf(SEQS) - kf(SEQS, part="nngp")
+    assert np.linalg.eigvalsh(gap).min() > -1e-10
+
+
+def test_memory_budget_tiling_leaves_gram_unchanged():
+    np.testing.assert_allclose(
+        _kernel(memory_budget=10_000, block=2)(SEQS), _kernel()(SEQS), rtol=1e-11
+    )
+
+
+def test_qmc_and_mc_agree_within_standard_errors():
+    mc, se_mc = _kernel(n_theta=4096, n_batches=8)(SEQS, return_stderr=True)
+    qmc, se_q = _kernel(n_theta=4096, n_batches=8, method="qmc")(SEQS, return_stderr=True)
+    z = np.abs(mc - qmc) / np.sqrt(se_mc**2 + se_q**2)
+    assert z.max() < 5.0
+    assert np.median(se_q) < np.median(se_mc)  # scrambled Sobol beats plain Monte Carlo
+
+
+def test_standard_error_shrinks_like_inverse_sqrt_n_theta():
+    _, se_small = _kernel(n_theta=512, n_batches=8)(SEQS, return_stderr=True)
+    _, se_big = _kernel(n_theta=8192, n_batches=8)(SEQS, return_stderr=True)
+    ratio = np.median(se_small / se_big)
+    assert 2.0 < ratio < 8.0  # √16 = 4
+
+
+def test_normalized_kernel_has_unit_diagonal():
+    gram = _kernel(normalize=True)(SEQS)
+    np.testing.assert_allclose(np.diag(gram), 1.0, rtol=1e-12)
+    assert np.abs(gram).max() <= 1.0 + 1e-12
+
+
+def test_same_key_same_result_and_float32_option():
+    np.testing.assert_array_equal(_kernel()(SEQS), _kernel()(SEQS))
+    k32 = _kernel(dtype="float32")(SEQS)
+    assert k32.dtype == np.float32
+    np.testing.assert_allclose(k32, _kernel()(SEQS), rtol=1e-4)
+
+
+def test_history_kernel_matches_sequence_kernel_on_prefixes():
+    stream = RNG.uniform(-1, 1, (40, 2))
+    key = jax.random.PRNGKey(4)
+    hk = history_kernel(2, key=key, n_theta=256)(stream, [5, 17, 39])
+    sk = sequence_kernel(2, key=key, n_theta=256)([stream[:6], stream[:18], stream])
+    np.testing.assert_allclose(hk, sk, rtol=1e-10)
+
+
+def test_feature_length_counts_units_channels_and_readouts():
+    om = sample_omega(jax.random.PRNGKey(1), 32, 2, OmegaLaw())
+    xs = np.zeros((3, 4, 2))
+    assert sequence_features(om, xs).shape == (3, 32 * 5)
+    assert sequence_features(om, xs, readout="both").shape == (3, 32 * 10)
+    assert sequence_features(om, xs, part="nngp").shape == (3, 32)
+
+
+def test_logtime_law_spreads_b_below_b_max():
+    law = OmegaLaw(b_max=0.8, b_law="logtime", tau_max=1000.0)
+    b = np.asarray(sample_omega(jax.random.PRNGKey(2), 4096, 1, law, method="qmc").b)
+    assert np.abs(b).max() < 0.8
+    assert (np.abs(b) > 0.7).mean() > 0.3  # many long memories
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"readout": "first"}, "readout"),
+        ({"method": "sobol"}, "method"),
+        ({"n_theta": 100, "n_batches": 3}, "n_batches"),
+    ],
+)
+def test_invalid_parameters_name_themselves(kwargs, name):
+    with pytest.raises(ParameterError, match=name):
+        sequence_kernel(2, key=jax.random.PRNGKey(0), **kwargs)
+
+
+@pytest.mark.parametrize(("act", "b_max"), [("erf", 0.9), ("tanh", 1.0), ("relu", -0.1)])
+def test_non_contracting_memory_law_is_refused(act, b_max):
+    with pytest.raises(ParameterError, match=r"b_max.*sup\|σ'\|"):
+        OmegaLaw(b_max=b_max, activation=act)
+
+
+def test_stderr_needs_several_batches():
+    with pytest.raises(ParameterError, match="n_batches"):
+        _kernel()(SEQS, return_stderr=True)
