@@ -280,3 +280,31 @@ def test_divergence_raises_with_step_and_record():
     assert np.all(rec.window_t * spec.N <= err.step)
     assert np.all(np.isfinite(rec.loss))
     assert rec.outputs.shape[0] == 1
+
+
+# --------------------------------------------------------------------------- fastmath
+
+
+def test_fast_erf_matches_jax_and_scipy_in_float64():
+    from rnnlimit.fastmath import erf_and_derivative
+
+    a = np.concatenate([np.linspace(-9, 9, 200_001), [0.0, -0.0, 1.0, -1.0, 1e-300, 40.0, -40.0]])
+    h, hp = jax.jit(erf_and_derivative)(jnp.asarray(a))
+    h, hp = np.asarray(h), np.asarray(hp)
+    want = np.asarray(jax.scipy.special.erf(jnp.asarray(a)))
+    assert np.max(np.abs(h - want)) <= 4e-16
+    assert np.max(np.abs(h - np_erf(a)) / np.maximum(np.abs(np_erf(a)), 1e-300)) <= 1e-15
+    np.testing.assert_allclose(hp, 2 / np.sqrt(np.pi) * np.exp(-(a**2)), rtol=1e-15, atol=0)
+    assert np.all(np.abs(h) <= 1.0) and h[-2] == 1.0 and h[-1] == -1.0
+
+
+def test_fast_erf_float32_keeps_xla_erf():
+    from rnnlimit.fastmath import erf_and_derivative
+
+    a = jnp.linspace(-5, 5, 1001, dtype=jnp.float32)
+    h, hp = erf_and_derivative(a)
+    assert h.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(h), np.asarray(jax.scipy.special.erf(a)))
+    np.testing.assert_allclose(
+        np.asarray(hp), 2 / np.sqrt(np.pi) * np.exp(-(np.asarray(a) ** 2)), 2e-6
+    )

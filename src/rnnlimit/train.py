@@ -25,6 +25,7 @@ import numpy as np
 
 from rnnlimit.chains import Stream, check_stream_values
 from rnnlimit.errors import DivergenceError, ParameterError, check_choice, check_int, check_range
+from rnnlimit.fastmath import activation_and_derivative
 from rnnlimit.network import (
     NetworkSpec,
     Params,
@@ -65,6 +66,118 @@ class TrainRecord:
     diverged_at: int | None = None
 
 
+def _truncated_interval(
+    spec: NetworkSpec,
+    trace_stride: int,
+    carry: dict[str, Any],
+    xs: Array,
+    ys: Array,
+    k0: Array,
+    k1: Array,
+    eta: Array,
+) -> dict[str, Any]:
+    """Truncated steps ``k0 ≤ k < k1`` as one skewed elementwise pass per step.
+
+    Each parameter column is a separate ``(N,)`` vector and the loop carries ``H_k = σ(pre_k)``,
+    ``σ'(pre_k)`` and ``ĝ_k``. Step k needs only the scalars ``e_k = Y_k − ĝ_k`` and
+    ``S_{k+1} = ψ(ĝ_k)``; then one pass over the units applies the update with ``H_k, σ'_k`` and
+    at once forms ``pre_{k+1}`` from the new parameters, ``X_{k+1}`` and ``S_{k+1}``, so each
+    array is read once and written once per step and the only reduction is ``Σ_i c^i H^i``.
+    """
+    sigma2 = activation_and_derivative(spec.activation)
+    a = spec.scale
+    d, m = spec.d, spec.m
+    last = xs.shape[0] - 1
+    p = carry["params"]
+
+    def forward(c: list, w: list, b: list, u: Array, x: Array, s: Array) -> tuple:
+        pre = u
+        for j in range(d):
+            pre = pre + w[j] * x[j]
+        for j in range(m):
+            pre = pre + b[j] * s[j]
+        h, hp = sigma2(pre)
+        g = jnp.stack([jnp.dot(c[j], h) for j in range(m)]) * a
+        return h, hp, g
+
+    cols = (
+        [p.c[:, j] for j in range(m)],
+        [p.w[:, j] for j in range(d)],
+        [p.b[:, j] for j in range(m)],
+        p.u,
+    )
+    s0 = carry["s"]
+    h0, hp0, g0 = forward(*cols, xs[k0], s0)
+
+    def body(k: Array, st: dict[str, Any]) -> dict[str, Any]:
+        (c, w, b, u), h, hp, g, s = st["cols"], st["h"], st["hp"], st["g"], st["s"]
+        x, y = xs[k], ys[k]
+        err = y - g
+        loss = 0.5 * jnp.sum(err * err)
+        s_next = clip_memory(spec, g)[0]
+        ee = err * (eta * a)
+        ce = c[0] * ee[0]
+        for j in range(1, m):
+            ce = ce + c[j] * ee[j]
+        q = ce * hp
+        c = [c[j] + h * ee[j] for j in range(m)]
+        w = [w[j] + q * x[j] for j in range(d)]
+        b = [b[j] + q * s[j] for j in range(m)]
+        u = u + q
+        x_next = xs[jnp.minimum(k + 1, last)]
+        h, hp, g_next = forward(c, w, b, u, x_next, s_next)
+        bad = (st["bad"] < 0) & ~jnp.isfinite(loss)
+        out = dict(
+            cols=(c, w, b, u),
+            h=h,
+            hp=hp,
+            g=g_next,
+            s=s_next,
+            loss=st["loss"] + loss,
+            s1=st["s1"] + s,
+            s2=st["s2"] + s * s,
+            bad=jnp.where(bad, k, st["bad"]),
+        )
+        if trace_stride:
+            out["trace"] = _trace_row(st["trace"], k, trace_stride, jnp.concatenate([s, g, y]))
+        return out
+
+    zero = jnp.zeros((), xs.dtype)
+    st = dict(
+        cols=cols,
+        h=h0,
+        hp=hp0,
+        g=g0,
+        s=s0,
+        loss=zero,
+        s1=jnp.zeros_like(s0),
+        s2=jnp.zeros_like(s0),
+        bad=carry["bad"],
+    )
+    if trace_stride:
+        st["trace"] = carry["trace"]
+    st = jax.lax.fori_loop(k0, k1, body, st)
+    c, w, b, u = st["cols"]
+    out = dict(
+        carry,
+        params=Params(c=jnp.stack(c, axis=1), w=jnp.stack(w, axis=1), b=jnp.stack(b, axis=1), u=u),
+        s=st["s"],
+        loss=st["loss"],
+        s1=st["s1"],
+        s2=st["s2"],
+        bad=st["bad"],
+    )
+    if trace_stride:
+        out["trace"] = st["trace"]
+    return out
+
+
+def _trace_row(trace: Array, k: Array, stride: int, row: Array) -> Array:
+    slot = k // stride
+    old = jax.lax.dynamic_index_in_dim(trace, slot, keepdims=False)
+    return jax.lax.dynamic_update_index_in_dim(trace, jnp.where(k % stride == 0, row, old), slot, 0)
+
+
 def _interval(
     spec: NetworkSpec,
     gradient: str,
@@ -98,13 +211,7 @@ def _interval(
             bad=jnp.where(bad, k, c["bad"]),
         )
         if trace_stride:
-            slot = k // trace_stride
-            take = k % trace_stride == 0
-            row = jnp.concatenate([s, g, y])
-            old = jax.lax.dynamic_index_in_dim(c["trace"], slot, keepdims=False)
-            out["trace"] = jax.lax.dynamic_update_index_in_dim(
-                c["trace"], jnp.where(take, row, old), slot, 0
-            )
+            out["trace"] = _trace_row(c["trace"], k, trace_stride, jnp.concatenate([s, g, y]))
         return out
 
     zero = jnp.zeros((), xs.dtype)
@@ -113,6 +220,7 @@ def _interval(
 
 
 _interval_jit = jax.jit(_interval, static_argnums=(0, 1, 2))
+_truncated_jit = jax.jit(_truncated_interval, static_argnums=(0, 1))
 _outputs_jit = jax.jit(output_batch, static_argnums=(0,))
 
 
@@ -234,7 +342,12 @@ def train(
         if k0 in eval_steps and zs.size:
             outputs[int(k0)] = np.asarray(_outputs_jit(spec, carry["params"], zs_dev))
         last_good = carry["params"]
-        carry = _interval_jit(spec, gradient, trace_stride, carry, xs, ys, int(k0), int(k1), eta)
+        if gradient == "truncated":
+            carry = _truncated_jit(spec, trace_stride, carry, xs, ys, int(k0), int(k1), eta)
+        else:
+            carry = _interval_jit(
+                spec, gradient, trace_stride, carry, xs, ys, int(k0), int(k1), eta
+            )
         bad = int(carry["bad"])
         if bad >= 0:
             raise DivergenceError(bad, record(bad, bad, last_good))
