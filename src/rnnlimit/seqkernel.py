@@ -309,11 +309,12 @@ def _gram(
     features: Callable[[Omega, float], tuple[Array, Array | None]],
     return_stderr: bool,
     diag: bool,
+    norms: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """Accumulate ``K = (1/B) Σ_g Φ_g(X) Φ_g(Y)ᵀ`` over ω-groups, in ω-chunks of ``chunk``.
 
-    Returns ``(K, SE or None, diag K(X,X), diag K(Y,Y))``; with ``diag=True`` ``K`` is the
-    vector ``K(x_i, x_i)``.
+    Returns ``(K, SE or None, diag K(X,X), diag K(Y,Y))`` (diagonals only if ``norms``);
+    with ``diag=True`` ``K`` is the vector ``K(x_i, x_i)``.
     """
     p = omega.b.shape[0]
     m = p // n_batches
@@ -322,8 +323,8 @@ def _gram(
         kg = g1 = g2 = None
         for c in range(g * m, (g + 1) * m, chunk):
             f1, f2 = features(omega[c : min(c + chunk, (g + 1) * m)], 1.0 / math.sqrt(m))
-            n1 = jnp.sum(f1 * f1, axis=1)
-            n2 = n1 if f2 is None else jnp.sum(f2 * f2, axis=1)
+            n1 = jnp.sum(f1 * f1, axis=1) if norms or diag else jnp.zeros(())
+            n2 = n1 if f2 is None or not norms else jnp.sum(f2 * f2, axis=1)
             part = n1 if diag else _matmul_t(f1, f1 if f2 is None else f2)
             kg = part if kg is None else kg + part
             g1 = n1 if g1 is None else g1 + n1
@@ -395,7 +396,7 @@ def sequence_kernel(
             f2 = None if b2 is None else sequence_features(om, b2[0], b2[1], scale=scale, **opts)
             return f1, f2
 
-        k, se, d1, d2 = _gram(omega, n_batches, chunk, features, return_stderr, diag)
+        k, se, d1, d2 = _gram(omega, n_batches, chunk, features, return_stderr, diag, normalize)
         if normalize:
             den = d1 if diag else np.sqrt(np.outer(d1, d2))
             k = k / den
@@ -434,7 +435,9 @@ def history_kernel(
             f = history_features(om, stream, activation_name=law.activation, part=part, scale=scale)
             return f[t1], (None if t2 is None else f[t2])
 
-        k, se, _, _ = _gram(omega, n_batches, n_theta // n_batches, features, return_stderr, False)
+        k, se, _, _ = _gram(
+            omega, n_batches, n_theta // n_batches, features, return_stderr, False, False
+        )
         return (k, se) if return_stderr else k
 
     return kernel_fn

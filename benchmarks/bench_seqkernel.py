@@ -1,0 +1,76 @@
+"""Throughput of the diagonal-RNN sequence NTK Gram (MODEL.md §6) against the matmul peak.
+
+n = 2000 univariate sequences of length 100, 4096 ω samples (QMC), NTK part, last-state readout,
+float32. End-to-end = features (one fused scan) + Gram product, after a warm-up call that
+compiles. ``ratio gram_vs_matmul_peak`` = (2 n² F / end-to-end time) / (flop rate of a plain
+``Φ Φᵀ`` matmul of the same shape measured in this run); best of ``REPEATS`` for both.
+Run: ``.venv/bin/python benchmarks/bench_seqkernel.py [--n 2000 --length 100 --n-theta 4096]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features, sequence_kernel
+
+REPEATS = 3
+
+
+def best_time(fn) -> float:
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--n-theta", type=int, default=4096)
+    args = parser.parse_args()
+    n, length, p = args.n, args.length, args.n_theta
+    rng = np.random.default_rng(0)
+    xs = np.clip(rng.normal(0, 0.5, (n, length, 1)), -1, 1).astype(np.float32)
+    key = jax.random.PRNGKey(0)
+    kernel_fn = sequence_kernel(1, key=key, n_theta=p, method="qmc", dtype="float32")
+
+    t0 = time.perf_counter()
+    gram = kernel_fn(xs)
+    first = time.perf_counter() - t0
+    e2e = best_time(lambda: kernel_fn(xs))
+
+    omega = sample_omega(key, p, 1, OmegaLaw(), method="qmc", dtype="float32")
+    feats = lambda: sequence_features(omega, xs)  # noqa: E731
+    phi = feats()
+    t_feat = best_time(feats)
+    f_len = phi.shape[1]
+    matmul = jax.jit(lambda a: a @ a.T)
+    jax.block_until_ready(matmul(phi))
+    t_mm = best_time(lambda: matmul(phi))
+    flops = 2.0 * n * n * f_len
+    rate_e2e, rate_mm = flops / e2e, flops / t_mm
+    assert gram.shape == (n, n) and np.isfinite(gram).all()
+
+    print(f"# device {jax.devices()[0].platform}, {os.cpu_count()} cpus, {platform.processor()}")
+    print(f"n {n} length {length} n_theta {p} feature_length {f_len} dtype float32")
+    print(f"first_call_s {first:.3f} (includes compilation)")
+    print(f"features_s {t_feat:.3f}")
+    print(f"matmul_s {t_mm:.3f} matmul_gflops {rate_mm / 1e9:.1f}")
+    print(f"end_to_end_s {e2e:.3f} gram_gflops {rate_e2e / 1e9:.1f}")
+    print(f"pairs_per_s {n * n / e2e:.4g}")
+    print(f"ratio gram_vs_matmul_peak {rate_e2e / rate_mm:.3f}")
+
+
+if __name__ == "__main__":
+    jnp.zeros(1).block_until_ready()
+    main()
