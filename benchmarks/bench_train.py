@@ -1,0 +1,155 @@
+"""Unit-steps per second of the fused online trainer against the idiomatic JAX loop.
+
+A unit-step is one hidden unit advanced by one SGD step, so the rate is ``N × steps / second``.
+The idiomatic baseline is :func:`rnnlimit.train.reference_truncated_step` (a jitted
+``value_and_grad`` update) called from a Python loop over pre-split stream rows, blocking once
+at the end. The fused trainer is :func:`rnnlimit.train.train` over one interval. Both are
+warmed up first (compile time excluded) and timed as the best of a few repeats.
+
+Run: ``.venv/bin/python benchmarks/bench_train.py`` (add ``--quick`` for a smoke run). Appends a
+dated table to ``benchmarks/RESULTS.md``; the last printed line is
+``ratio train_vs_idiomatic_N1e4_f64 <value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream  # noqa: E402
+from rnnlimit.network import NetworkSpec, init_params  # noqa: E402
+from rnnlimit.train import reference_truncated_step, train  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def _best(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_one(N: int, dtype, fused_work: float, ref_work: float, repeats: int) -> dict:
+    spec = NetworkSpec(N=N, d=1, m=1, activation="erf", antisymmetric=True)
+    K = max(200, int(fused_work / N))
+    K_ref = max(100, int(ref_work / N))
+    K_rtrl = max(100, K // 2)
+    params = init_params(spec, jax.random.PRNGKey(0), dtype)
+    stream = sample_stream(
+        AR1Chain(rho=0.6, noise=0.5), FilterTarget(a=0.6), jax.random.PRNGKey(1), K, dtype=dtype
+    )
+
+    def fused(n: int, gradient: str = "truncated") -> None:
+        rec = train(spec, params, stream, alpha=1.0, gradient=gradient, n_steps=n, window=n)
+        jax.block_until_ready(rec.params.u)
+
+    fused(50)
+    t_fused = _best(lambda: fused(K), repeats)
+    fused(50, "rtrl")
+    t_rtrl = _best(lambda: fused(K_rtrl, "rtrl"), repeats)
+
+    step = reference_truncated_step(spec)
+    eta = jnp.asarray(spec.eta(1.0), dtype)
+    xs, ys = list(stream.x[:K_ref]), list(stream.y[:K_ref])
+
+    def idiomatic(n: int) -> None:
+        p = jax.tree_util.tree_map(jnp.copy, params)
+        s = jnp.zeros((spec.m,), dtype)
+        for k in range(n):
+            p, s, _ = step(p, s, xs[k], ys[k], eta)
+        jax.block_until_ready(p.u)
+
+    idiomatic(20)
+    t_ref = _best(lambda: idiomatic(K_ref), repeats)
+    rate = N * K / t_fused
+    rate_ref = N * K_ref / t_ref
+    rate_rtrl = N * K_rtrl / t_rtrl
+    return dict(
+        N=N,
+        dtype=jnp.dtype(dtype).name,
+        fused=rate,
+        idiomatic=rate_ref,
+        rtrl=rate_rtrl,
+        ratio=rate / rate_ref,
+        ns_fused=1e9 / rate,
+        ns_idiomatic=1e9 / rate_ref,
+    )
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, jax {jax.__version__} "
+        f"({jax.default_backend()}), load average {load}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    args = ap.parse_args()
+    fused_work, ref_work, repeats = (2e6, 4e5, 1) if args.quick else (1e8, 2e7, 3)
+    rows = []
+    for N in (1_000, 10_000, 100_000):
+        for dtype in (jnp.float64, jnp.float32):
+            r = bench_one(N, dtype, fused_work, ref_work, repeats)
+            rows.append(r)
+            print(
+                f"N={N:>6} {r['dtype']}: fused {r['fused']:.3e} unit-steps/s "
+                f"({r['ns_fused']:.2f} ns), idiomatic {r['idiomatic']:.3e} "
+                f"({r['ns_idiomatic']:.2f} ns), ratio {r['ratio']:.1f}x, "
+                f"rtrl fused {r['rtrl']:.3e}",
+                flush=True,
+            )
+    info = machine_info()
+    if not args.no_write:
+        lines = [
+            f"\n## bench_train — {datetime.datetime.now().isoformat(timespec='seconds')}\n",
+            f"Machine: {info}\n",
+            "Truncated gradient, erf, d = m = 1; unit-steps per second (N × steps / s), "
+            "best of repeats, compile excluded. Idiomatic = jitted `value_and_grad` step "
+            "(`reference_truncated_step`) from a Python loop.\n",
+            "| N | dtype | fused (unit-steps/s) | ns/unit-step | idiomatic (unit-steps/s) "
+            "| ns/unit-step | ratio | rtrl fused (unit-steps/s) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['N']} | {r['dtype']} | {r['fused']:.3e} | {r['ns_fused']:.2f} "
+                f"| {r['idiomatic']:.3e} | {r['ns_idiomatic']:.2f} | {r['ratio']:.1f}x "
+                f"| {r['rtrl']:.3e} |"
+            )
+        with RESULTS.open("a") as fh:
+            fh.write("\n".join(lines) + "\n")
+    key = next(r for r in rows if r["N"] == 10_000 and r["dtype"] == "float64")
+    print(f"machine {info}")
+    print(f"ratio train_vs_idiomatic_N1e4_f64 {key['ratio']:.3f}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
