@@ -56,3 +56,17 @@ def sup_derivative(name: str) -> float:
     """``sup |σ'|`` (2/√π for erf, 1 for tanh and relu), used in contraction checks."""
     check_choice("activation", name, ACTIVATIONS)
     return _TABLE[name][2]
+
+
+CLIPS: tuple[str, ...] = ("hard", "smooth")
+
+
+def psi(clip: str, g: Array) -> tuple[Array, Array]:
+    """The memory clip ``(ψ(g), ψ'(g))``: ``hard`` clips into ``[-1, 1]``, ``smooth`` is ``tanh``.
+
+    ``ψ'`` of the hard clip is 1 inside ``(-1, 1)`` and 0 outside (its a.e. derivative).
+    """
+    if clip == "hard":
+        return jnp.clip(g, -1.0, 1.0), (jnp.abs(g) < 1.0).astype(g.dtype)
+    t = jnp.tanh(g)
+    return t, 1.0 - t * t

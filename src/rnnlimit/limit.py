@@ -1,0 +1,378 @@
+"""The infinite-width limit (MODEL.md §4): an ODE coupled with the memory's fixed point.
+
+The network output converges to ``h_t : 𝒳 × [-1,1]^m → R^m`` solving::
+
+    ∂_t h_t(z) = α E_{π_t}[ A(z, Z) (Y − h_t(Z)) ],        h_0 = 0 (or a given h_0)
+
+where ``π_t`` is the stationary law of ``(X, S, Y)`` for the chain run with the function frozen
+at ``h_t`` (``S_{k+1} = ψ(h_t(X_k, S_k))``). The ODE moves ``π_t`` and ``π_t`` drives the ODE.
+
+Scheme: ``h_t = h_0 + α Σ_j A_j R_j(t)`` in a basis (:mod:`rnnlimit.bases`); M independent
+copies (particles) of ``(X, S, Y)`` advance in lock-step with the current ``h``, ``chain_steps``
+chain steps per stage so that they re-equilibrate to ``π_t`` (the memory forgets its start at
+the geometric rate ``L``); each stage averages ``φ(Z)(Y − h(Z))`` over all particles and
+sub-steps; Heun's method (second order) or Euler advances ``R``. The scheme's own error is
+estimated by re-solving with ``Δt/2``, ``2M`` and a finer basis, and reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlimit.activations import CLIPS, psi
+from rnnlimit.bases import FeatureBasis, GridBasis, grid_gram
+from rnnlimit.chains import Chain, Target, advance_particles, init_particles
+from rnnlimit.errors import ContractionError, ParameterError, check_choice, check_int, check_range
+from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.memory import check_contraction, lipschitz_fn
+
+Array = jax.Array
+H0 = Callable[[Array], Array]  # z (n, d+m) -> (n, m), jax-traceable
+
+
+@dataclass(frozen=True)
+class LimitProblem:
+    """What the limit is of: the stream (chain, target), the kernel ``A``, ``α`` and ψ."""
+
+    chain: Chain
+    target: Target
+    kernel: KernelSpec
+    alpha: float = 1.0
+    clip: Literal["hard", "smooth"] = "hard"
+
+    def __post_init__(self) -> None:
+        check_range("alpha", self.alpha, 0.0, None, low_open=True)
+        check_choice("clip", self.clip, CLIPS)
+        if self.target.m != self.kernel.m:
+            raise ParameterError("kernel.m", f"must equal the target's m={self.target.m}")
+
+
+@dataclass(frozen=True)
+class LimitNumerics:
+    """Discretisation: horizon ``T``, step ``dt``, ``M`` particles, ``chain_steps`` per stage,
+    ``grid`` nodes per axis (grid basis) or ``n_features`` (feature basis)."""
+
+    T: float = 3.0
+    dt: float = 0.05
+    M: int = 2048
+    chain_steps: int = 4
+    burn_in: int = 200
+    grid: int = 17
+    n_features: int = 2048
+    scheme: Literal["heun", "euler"] = "heun"
+    representation: Literal["auto", "grid", "features"] = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("T", self.T, 0.0, None, low_open=True)
+        check_range("dt", self.dt, 0.0, self.T, low_open=True, high_open=True)
+        check_int("M", self.M, 2)
+        check_int("chain_steps", self.chain_steps, 1)
+        check_int("burn_in", self.burn_in, 0)
+        check_int("grid", self.grid, 3)
+        check_int("n_features", self.n_features, 1)
+        check_choice("scheme", self.scheme, ("heun", "euler"))
+        check_choice("representation", self.representation, ("auto", "grid", "features"))
+
+    @property
+    def n_steps(self) -> int:
+        return max(1, round(self.T / self.dt))
+
+
+@dataclass
+class LimitResult:
+    """The limit on ``[0, T]`` and its own error.
+
+    ``h (R, n_eval, m)`` at ``times (R,)`` on ``eval_points``; the loss
+    ``L(t) = ½E_{π_t}|Y−h_t|²`` at ``loss_t``; ``memory[t]`` samples ``x, s`` of ``π_t``;
+    ``lipschitz (R,)`` of ``s ↦ ψ(h_t(x, s))``; ``error``: max-over-t RMS differences to the
+    refined solves (``dt``, ``M``, ``basis``; ``total`` = their sum), ``error_t`` per time.
+    """
+
+    eval_points: np.ndarray
+    times: np.ndarray
+    h: np.ndarray
+    loss_t: np.ndarray
+    loss: np.ndarray
+    lipschitz: np.ndarray
+    memory: dict[float, dict[str, np.ndarray]]
+    representation: str
+    kernel_method: str
+    numerics: LimitNumerics
+    wall_time: float
+    error: dict[str, float] = field(default_factory=dict)
+    error_t: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _rms_over_points(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMS over evaluation points and outputs, per time: ``(R,)``."""
+    return np.sqrt(np.mean((a - b) ** 2, axis=(1, 2)))
+
+
+class LimitSolver:
+    """Set up once per problem (jitted stage functions are cached by shape), call many times.
+
+    ``solver(numerics, eval_points, times, ...)`` returns a :class:`LimitResult`.
+    """
+
+    def __init__(self, problem: LimitProblem) -> None:
+        self.problem = problem
+        self.kernel_fn = ntk(problem.kernel)
+        self._segments: dict[tuple, Callable] = {}
+        self._burn: dict[tuple, Callable] = {}
+        self._lip: dict[tuple, Callable] = {}
+
+    # -- the pieces that run inside jit ---------------------------------------------------
+
+    def _h_particles(self, basis: Any, aux: dict, R: Array, z: Array) -> Array:
+        """``h(Z_p)`` for particles: interpolation (grid) or features (feature basis)."""
+        if isinstance(basis, GridBasis):
+            return basis.interpolate(aux["h0"] + self.problem.alpha * aux["K"] @ R, z)
+        return aux["h0_fn"](z) + self.problem.alpha * basis.features(aux["omega"], z) @ R
+
+    def _substeps(self, basis: Any, n_sub: int, deposit: bool) -> Callable:
+        """Advance the particles ``n_sub`` chain steps with ``h`` frozen; average deposits."""
+        chain, target, clip = self.problem.chain, self.problem.target, self.problem.clip
+
+        def run(aux: dict, R: Array, parts: Any, s: Array, j0: Array) -> tuple:
+            hgrid = aux["h0"] + self.problem.alpha * aux["K"] @ R if "K" in aux else None
+
+            def one(carry: tuple, k: Array) -> tuple:
+                parts, s, rho, loss = carry
+                parts, x, y = advance_particles(chain, target, parts, k)
+                z = jnp.concatenate([x, s], 1)
+                if hgrid is not None:
+                    hz = basis.interpolate(hgrid, z)
+                else:
+                    hz = self._h_particles(basis, aux, R, z)
+                r = y - hz
+                if deposit:
+                    if hgrid is not None:
+                        rho = rho + basis.deposit(z, r)
+                    else:
+                        rho = rho + basis.features(aux["omega"], z).T @ r
+                loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
+                return (parts, psi(clip, hz)[0], rho, loss), None
+
+            init = (parts, s, jnp.zeros_like(R), jnp.zeros((), R.dtype))
+            # chain step j uses fold_in(key, j): solves that differ only in dt see the same
+            # random numbers (common random numbers), so their difference is discretisation
+            keys = jax.vmap(lambda j: jax.random.fold_in(aux["key"], j))(j0 + jnp.arange(n_sub))
+            (parts, s, rho, loss), _ = jax.lax.scan(one, init, keys)
+            M = s.shape[0]
+            return parts, s, rho / (M * n_sub), loss / n_sub
+
+        return run
+
+    def _segment(self, basis: Any, numerics: LimitNumerics, n_steps: int) -> Callable:
+        key = (basis, numerics.chain_steps, numerics.scheme, n_steps)
+        if key in self._segments:
+            return self._segments[key]
+        stage = self._substeps(basis, numerics.chain_steps, True)
+        heun = numerics.scheme == "heun"
+
+        n_sub = numerics.chain_steps
+
+        def segment(aux: dict, R: Array, parts: Any, s: Array, j0: Array, dt: Array) -> tuple:
+            def step(carry: tuple, j: Array) -> tuple:
+                R, parts, s = carry
+                parts, s, rho1, loss = stage(aux, R, parts, s, j)
+                if heun:
+                    parts, s, rho2, _ = stage(aux, R + dt * rho1, parts, s, j + n_sub)
+                    R = R + 0.5 * dt * (rho1 + rho2)
+                else:
+                    R = R + dt * rho1
+                return (R, parts, s), loss
+
+            per_step = n_sub * (2 if heun else 1)
+            starts = j0 + per_step * jnp.arange(n_steps)
+            (R, parts, s), losses = jax.lax.scan(step, (R, parts, s), starts)
+            return R, parts, s, losses
+
+        self._segments[key] = jax.jit(segment)
+        return self._segments[key]
+
+    # -- one solve --------------------------------------------------------------------------
+
+    def _basis(self, numerics: LimitNumerics) -> Any:
+        k = self.problem.kernel
+        rep = numerics.representation
+        if rep == "auto":
+            rep = "grid" if k.d + k.m <= 3 else "features"
+        if rep == "grid":
+            return GridBasis(k.d + k.m, numerics.grid)
+        return FeatureBasis(k, numerics.n_features, numerics.seed)
+
+    def _solve_once(
+        self,
+        numerics: LimitNumerics,
+        zs: np.ndarray,
+        rec_steps: np.ndarray,
+        mem_steps: set[int],
+        h0: H0 | None,
+        force: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> LimitResult:
+        start = time.perf_counter()
+        p, k = self.problem, self.problem.kernel
+        dt_ = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        basis = self._basis(numerics)
+        h0_fn: H0 = h0 if h0 is not None else (lambda z: jnp.zeros((z.shape[0], k.m), z.dtype))
+        aux: dict[str, Any] = {}
+        if isinstance(basis, GridBasis):
+            nodes = jnp.asarray(basis.nodes(), dt_)
+            aux["K"] = jnp.asarray(grid_gram(k, basis, dt_))
+            aux["h0"] = jnp.asarray(h0_fn(nodes), dt_).reshape(-1, k.m)
+            K_eval = jnp.asarray(self.kernel_fn(jnp.asarray(zs, dt_), nodes))
+        else:
+            aux["omega"] = basis.omegas(dt_)
+            aux["h0_fn"] = h0_fn
+            K_eval = basis.features(aux["omega"], jnp.asarray(zs, dt_))
+        h0_eval = np.asarray(h0_fn(jnp.asarray(zs, dt_)), dtype=float).reshape(len(zs), k.m)
+        R = jnp.zeros((basis.size, k.m), dt_)
+
+        lip_key = (basis, h0)
+        if lip_key not in self._lip:
+
+            def h_expansion(theta: tuple, x: Array, s: Array) -> Array:
+                """``h(x, s) = h_0 + α Σ_j A_j(z) R_j``: the basis expansion itself."""
+                R, centres = theta
+                z = jnp.concatenate([x, s])[None, :]
+                if isinstance(basis, GridBasis):
+                    feats = self.kernel_fn._pair("both", z, centres)
+                else:
+                    feats = basis.features(centres, z)
+                return (h0_fn(z) + p.alpha * feats @ R)[0]
+
+            self._lip[lip_key] = lipschitz_fn(h_expansion, k.d, k.m, clip=p.clip, n_grid=11)
+        centres = nodes if isinstance(basis, GridBasis) else aux["omega"]
+
+        def lipschitz(R: Array) -> float:
+            return self._lip[lip_key]((R, centres))
+
+        k_init, k_burn, aux["key"] = jax.random.split(jax.random.PRNGKey(numerics.seed), 3)
+        parts = init_particles(p.chain, p.target, k_init, numerics.M, dt_)
+        s = jnp.zeros((numerics.M, k.m), dt_)
+        check_contraction(lipschitz(R), force=force)
+        if numerics.burn_in:
+            bkey = (basis, numerics.burn_in)
+            if bkey not in self._burn:
+                self._burn[bkey] = jax.jit(self._substeps(basis, numerics.burn_in, False))
+            parts, s, _, _ = self._burn[bkey](dict(aux, key=k_burn), R, parts, s, 0)
+
+        hs, lips, losses, memory = [], [], [], {}
+        done = 0
+        dt = jnp.asarray(numerics.T / numerics.n_steps, dt_)
+        per_step = numerics.chain_steps * (2 if numerics.scheme == "heun" else 1)
+        for target_step in rec_steps:
+            if target_step > done:
+                seg = self._segment(basis, numerics, int(target_step - done))
+                R, parts, s, seg_loss = seg(aux, R, parts, s, done * per_step, dt)
+                losses.append(np.asarray(seg_loss))
+                done = int(target_step)
+                if not np.all(np.isfinite(np.asarray(R))):
+                    raise ParameterError("dt", f"the limit solve became non-finite by step {done}")
+            hs.append(h0_eval + p.alpha * np.asarray(K_eval @ R))
+            lips.append(lipschitz(R))
+            if done in mem_steps:
+                x = np.asarray(jax.vmap(p.chain.observe)(parts.state), float).reshape(-1, k.d)
+                memory[done] = dict(x=x, s=np.asarray(s))
+            if lips[-1] >= 1.0 and not force:
+                err = ContractionError(lips[-1])
+                err.args = (f"{err.args[0]} (at t = {done * float(dt):.4g})",)
+                raise err
+            if progress is not None:
+                progress(done, numerics.n_steps)
+        loss = np.concatenate(losses) if losses else np.zeros(0)
+        return LimitResult(
+            eval_points=zs,
+            times=rec_steps * float(dt),
+            h=np.stack(hs),
+            loss_t=np.arange(loss.size) * float(dt),
+            loss=loss,
+            lipschitz=np.asarray(lips),
+            memory={float(t * dt): v for t, v in memory.items()},
+            representation="grid" if isinstance(basis, GridBasis) else "features",
+            kernel_method=self.kernel_fn.method_used,
+            numerics=numerics,
+            wall_time=time.perf_counter() - start,
+        )
+
+    def __call__(
+        self,
+        numerics: LimitNumerics,
+        eval_points: Any,
+        times: Sequence[float] | None = None,
+        *,
+        memory_times: Sequence[float] = (),
+        h0: H0 | None = None,
+        force: bool = False,
+        estimate_error: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LimitResult:
+        """Solve on ``[0, T]`` and (by default) estimate the scheme's error.
+
+        ``eval_points (n, d+m)`` and ``times`` (default 31 equally spaced) say where ``h_t``
+        is reported; ``memory_times`` where samples of the memory law π_t are kept; ``h0`` a
+        jax-traceable initial function ``z (n, d+m) -> (n, m)`` (default 0). ``force`` lets a
+        non-contractive memory map (``L ≥ 1``) through.
+        """
+        k = self.problem.kernel
+        zs = np.asarray(eval_points, dtype=float)
+        if zs.ndim != 2 or zs.shape[0] == 0 or zs.shape[1] != k.d + k.m:
+            raise ParameterError(
+                "eval_points", f"must be a non-empty (n, d+m={k.d + k.m}) array, got {zs.shape}"
+            )
+        ts = np.linspace(0.0, numerics.T, 31) if times is None else np.asarray(times, float)
+        if ts.size == 0 or ts.min() < 0 or ts.max() > numerics.T * (1 + 1e-12):
+            raise ParameterError("times", f"must be a non-empty subset of [0, T={numerics.T}]")
+
+        def steps_of(n: LimitNumerics, t: np.ndarray) -> np.ndarray:
+            return np.round(np.asarray(t) / (n.T / n.n_steps)).astype(int)
+
+        def solve(n: LimitNumerics, prog: Callable | None = None) -> LimitResult:
+            rec = np.unique(steps_of(n, ts))
+            mem = {int(v) for v in steps_of(n, np.asarray(memory_times, float))}
+            return self._solve_once(n, zs, rec, mem, h0, force, prog)
+
+        base = solve(numerics, progress)
+        if isinstance(self._basis(numerics), GridBasis):
+            finer = replace(numerics, grid=2 * numerics.grid - 1)
+            base.notes.append(f"grid basis {numerics.grid}^{k.d + k.m}, multilinear deposit")
+        else:
+            finer = replace(numerics, n_features=2 * numerics.n_features)
+            base.notes.append(f"feature basis, {numerics.n_features} random features")
+        if self.kernel_fn.method_used != "closed":
+            base.notes.append(f"kernel A has no closed form for {k.activation}: quadrature used")
+        if estimate_error:
+            # halving dt halves the chain steps per stage: same samples per unit time, and with
+            # the chain-step-indexed keys the same random numbers (see _substeps)
+            half = replace(numerics, dt=numerics.T / (2 * numerics.n_steps))
+            if numerics.chain_steps % 2 == 0:
+                half = replace(half, chain_steps=numerics.chain_steps // 2)
+            refined = {
+                "dt": half,
+                "M": replace(numerics, M=2 * numerics.M),
+                "basis": finer,
+            }
+            for name, n in refined.items():
+                other = solve(n)
+                idx = np.searchsorted(other.times, base.times - 1e-12)
+                base.error_t[name] = _rms_over_points(base.h, other.h[idx])
+                base.error[name] = float(base.error_t[name].max())
+            base.error_t["total"] = sum(base.error_t[n] for n in refined)
+            base.error["total"] = float(sum(base.error[n] for n in refined))
+        return base
+
+
+def limit_solver(problem: LimitProblem) -> LimitSolver:
+    """Set up the limit of ``problem`` once; the returned solver is called per discretisation."""
+    return LimitSolver(problem)
