@@ -13,6 +13,7 @@ import argparse
 import os
 import platform
 import time
+from datetime import UTC, datetime
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--n-theta", type=int, default=4096)
+    parser.add_argument("--results", default=None, help="append the numbers to this markdown file")
     args = parser.parse_args()
     n, length, p = args.n, args.length, args.n_theta
     rng = np.random.default_rng(0)
@@ -61,14 +63,24 @@ def main() -> None:
     rate_e2e, rate_mm = flops / e2e, flops / t_mm
     assert gram.shape == (n, n) and np.isfinite(gram).all()
 
-    print(f"# device {jax.devices()[0].platform}, {os.cpu_count()} cpus, {platform.processor()}")
-    print(f"n {n} length {length} n_theta {p} feature_length {f_len} dtype float32")
-    print(f"first_call_s {first:.3f} (includes compilation)")
-    print(f"features_s {t_feat:.3f}")
-    print(f"matmul_s {t_mm:.3f} matmul_gflops {rate_mm / 1e9:.1f}")
-    print(f"end_to_end_s {e2e:.3f} gram_gflops {rate_e2e / 1e9:.1f}")
-    print(f"pairs_per_s {n * n / e2e:.4g}")
-    print(f"ratio gram_vs_matmul_peak {rate_e2e / rate_mm:.3f}")
+    lines = [
+        f"# device {jax.devices()[0].platform}, {os.cpu_count()} cpus, {platform.machine()}",
+        f"n {n} length {length} n_theta {p} feature_length {f_len} dtype float32",
+        f"first_call_s {first:.3f} (includes compilation)",
+        f"features_s {t_feat:.3f}",
+        f"matmul_s {t_mm:.3f} matmul_gflops {rate_mm / 1e9:.1f}",
+        f"end_to_end_s {e2e:.3f} gram_gflops {rate_e2e / 1e9:.1f}",
+        f"pairs_per_s {n * n / e2e:.4g}",
+        f"ratio gram_vs_matmul_peak {rate_e2e / rate_mm:.3f}",
+    ]
+    if args.results:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+        with open(args.results, "a", encoding="utf-8") as fh:
+            fh.write(
+                f"\n## Sequence-NTK Gram throughput — bench_seqkernel.py, {stamp} UTC\n\n```\n"
+            )
+            fh.write("\n".join(lines) + "\n```\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ JapaneseVowels, on their standard train/test splits. Baselines: aeon defaults
 
 Ours: each series z-normalised per channel (true length), optionally augmented with its
 first difference as extra channels, times ``input_scale``; QMC features over ω with
-``readout="both"`` computed once per feature setting, from which the kernels
-{last, mean, both} × {ntk, nngp}, cosine-normalised, are derived; SVC (C grid) and kernel ridge
+``readout="segments"`` (last state + means over the 4 quarters of each series) computed once
+per feature setting, from which the kernels {last, mean, both, segments, last+segments} ×
+{ntk, nngp}, cosine-normalised, are derived; SVC (C grid) and kernel ridge
 classification (one-hot ±1 targets, alpha grid) are scored by stratified 5-fold CV on the train
 split only; the best (kernel, model, regulariser) is refit on the whole train split and scored
 once on the test split. Times: ours "search" = all features + CV + final fit/predict; "final" =
@@ -33,7 +34,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.svm import SVC
 
 from rnnlimit.datasets import UCR_LOADERS, load_ucr, znormalize
-from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features
+from rnnlimit.seqkernel import N_SEGMENTS, OmegaLaw, sample_omega, sequence_features
 
 DATASETS = list(UCR_LOADERS)
 N_THETA = 1024
@@ -58,17 +59,19 @@ def prepare(xs: np.ndarray, lengths: np.ndarray, scale: float, diff: bool) -> np
 
 
 def kernels(xs: np.ndarray, lengths: np.ndarray, law: OmegaLaw) -> dict[str, np.ndarray]:
-    """Normalised Grams of every readout × part from one feature pass (readout="both")."""
+    """Normalised Grams of every readout × part from one feature pass (readout="segments")."""
     d = xs.shape[2]
     omega = sample_omega(jax.random.PRNGKey(0), N_THETA, d, law, method="qmc", dtype="float32")
     phi = np.asarray(
-        sequence_features(omega, xs, lengths, activation_name=law.activation, readout="both")
-    ).reshape(len(xs), N_THETA, 2, d + 3)
+        sequence_features(omega, xs, lengths, activation_name=law.activation, readout="segments")
+    ).reshape(len(xs), N_THETA, 1 + N_SEGMENTS, d + 3)
     out = {}
     for part, cols in (("ntk", slice(None)), ("nngp", slice(0, 1))):
-        grams = {r: (lambda f: f @ f.T)(phi[:, :, i, cols].reshape(len(xs), -1).astype(np.float64))
-                 for i, r in enumerate(("last", "mean"))}  # fmt: skip
+        f = phi[..., cols].astype(np.float64)
+        feats = {"last": f[:, :, 0], "mean": f[:, :, 1:].mean(axis=2), "segments": f[:, :, 1:]}
+        grams = {r: g.reshape(len(xs), -1) @ g.reshape(len(xs), -1).T for r, g in feats.items()}
         grams["both"] = grams["last"] + grams["mean"]
+        grams["last+segments"] = grams["last"] + grams["segments"]
         for readout, g in grams.items():
             dg = np.sqrt(np.diag(g))
             out[f"{readout}/{part}"] = g / np.outer(dg, dg)

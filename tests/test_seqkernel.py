@@ -127,3 +127,13 @@ def test_non_contracting_memory_law_is_refused(act, b_max):
 def test_stderr_needs_several_batches():
     with pytest.raises(ParameterError, match="n_batches"):
         _kernel()(SEQS, return_stderr=True)
+
+
+def test_segment_means_average_to_the_time_mean():
+    om = sample_omega(jax.random.PRNGKey(1), 16, 2, OmegaLaw())
+    xs = RNG.uniform(-1, 1, (2, 8, 2))
+    seg = np.asarray(sequence_features(om, xs, readout="segments")).reshape(2, 16, 5, 5)
+    mean = np.asarray(sequence_features(om, xs, readout="mean")).reshape(2, 16, 5)
+    last = np.asarray(sequence_features(om, xs, readout="last")).reshape(2, 16, 5)
+    np.testing.assert_allclose(seg[:, :, 0], last, rtol=1e-12)
+    np.testing.assert_allclose(seg[:, :, 1:].mean(axis=2), mean, rtol=1e-12)

@@ -36,7 +36,8 @@ from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
 
 Array = jax.Array
 B_LAWS: tuple[str, ...] = ("uniform", "logtime")
-READOUTS: tuple[str, ...] = ("last", "mean", "both")
+READOUTS: tuple[str, ...] = ("last", "mean", "both", "segments")
+N_SEGMENTS = 4
 PARTS: tuple[str, ...] = ("ntk", "nngp")
 METHODS: tuple[str, ...] = ("mc", "qmc")
 DTYPES: tuple[str, ...] = ("float32", "float64")
@@ -182,32 +183,44 @@ def _unit_features(
     ntk = part == "ntk"
     zeros = jnp.zeros((n, omega.b.shape[0]), xs.dtype)
     state = (zeros, jnp.zeros((*zeros.shape, d), xs.dtype), zeros, zeros) if ntk else (zeros,)
-    want_mean = readout in ("mean", "both")
-    acc0 = jax.tree.map(jnp.zeros_like, state) if want_mean else ()
+    segs = N_SEGMENTS if readout == "segments" else 1
+    want_mean = readout in ("mean", "both", "segments")
+    acc0 = (
+        (tuple(jnp.zeros((n, segs, *q.shape[1:]), xs.dtype) for q in state),
+         jnp.zeros((n, segs), xs.dtype))
+        if want_mean else ()
+    )  # fmt: skip
 
     def step(carry, inputs):
         st, acc = carry
         k, x = inputs
         new = _cell(omega, act, ntk, st, x)
+        live = k < lengths
         if ragged:  # freeze the state of sequences that have ended
-            live = k < lengths
             mask = [live[:, None, None] if q.ndim == 3 else live[:, None] for q in new]
             new = tuple(jnp.where(m, q, q0) for m, q, q0 in zip(mask, new, st, strict=True))
-            if want_mean:
-                acc = tuple(
-                    a0 + jnp.where(m, q, 0) for m, q, a0 in zip(mask, new, acc, strict=True)
-                )
-        elif want_mean:
-            acc = tuple(a0 + q for q, a0 in zip(new, acc, strict=True))
+        if want_mean:  # running sums over each of `segs` equal parts of the true length
+            seg = jnp.minimum(k * segs // lengths, segs - 1)
+            wt = jax.nn.one_hot(seg, segs, dtype=xs.dtype) * live[:, None]
+            sums = tuple(
+                a0 + wt.reshape(wt.shape + (1,) * (q.ndim - 1)) * q[:, None]
+                for q, a0 in zip(new, acc[0], strict=True)
+            )
+            acc = (sums, acc[1] + wt)
         return (new, acc), (_flat(new) if readout == "history" else None)
 
     ks = jnp.arange(length)
     (last, acc), every = jax.lax.scan(step, (state, acc0), (ks, jnp.swapaxes(xs, 0, 1)))
     if readout == "history":
         return every
-    out = [_flat(last)] if readout in ("last", "both") else []
+    out = [_flat(last)] if readout in ("last", "both", "segments") else []
     if want_mean:
-        out.append(_flat(acc) * (1.0 / lengths.astype(xs.dtype))[:, None, None])
+        sums, counts = acc
+        parts = [
+            _flat(tuple(q[:, j] for q in sums)) / jnp.maximum(counts[:, j], 1.0)[:, None, None]
+            for j in range(segs)
+        ]
+        out.extend(parts)
     return jnp.concatenate(out, axis=-1)
 
 
@@ -247,8 +260,10 @@ def sequence_features(
     ``xs`` (n, L, d), ``lengths`` (n,) true lengths (steps past a length are ignored: the
     last-state readout is ``H_{L_i}``, the mean divides by ``L_i``). ``F = P·f·r`` with ``f = d+3``
     for ``part="ntk"`` (``[H, ∇_ω H]``), ``f = 1`` for ``"nngp"``, and ``r = 2`` for
-    ``readout="both"`` (last and mean concatenated, so the kernels add). ``scale`` defaults to
-    ``P^{-1/2}``. Rows are processed in blocks of ``block`` (zero-padded) to stay cache-resident.
+    ``readout="both"`` (last and mean concatenated, so the kernels add), ``r = 1 + N_SEGMENTS``
+    for ``"segments"`` (last state and the means over each quarter of the true length).
+    ``scale`` defaults to ``P^{-1/2}``. Rows are processed in blocks of ``block`` (zero-padded)
+    to stay cache-resident.
     """
     check_choice("readout", readout, READOUTS)
     check_choice("part", part, PARTS)
@@ -376,7 +391,7 @@ def sequence_kernel(
     check_int("block", block, 1)
     omega = sample_omega(key, n_theta, dim_in, law, method=method, n_batches=n_batches, dtype=dtype)
     itemsize = jnp.dtype(dtype).itemsize
-    width = (dim_in + 3) * (2 if readout == "both" else 1)
+    width = (dim_in + 3) * {"both": 2, "segments": 1 + N_SEGMENTS}.get(readout, 1)
 
     def kernel_fn(x1, x2=None, *, part="ntk", diag=False, return_stderr=False):
         check_choice("part", part, PARTS)
