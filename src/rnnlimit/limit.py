@@ -115,6 +115,14 @@ class LimitResult:
     error: dict[str, float] = field(default_factory=dict)
     error_t: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    evaluate: Callable[[Any, int], np.ndarray] | None = field(default=None, repr=False)
+
+    def h_at(self, z: Any, i: int) -> np.ndarray:
+        """``h_t(z)`` at the i-th record time for any points ``z (n, d+m)``, shape ``(n, m)``."""
+        if self.evaluate is None:
+            raise ParameterError("evaluate", "this result holds no basis to evaluate h_t with")
+        check_int("i", i, -len(self.times), len(self.times) - 1)
+        return self.evaluate(z, i)
 
 
 def _rms_over_points(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -274,7 +282,7 @@ class LimitSolver:
                 self._burn[bkey] = jax.jit(self._substeps(basis, numerics.burn_in, False))
             parts, s, _, _ = self._burn[bkey](dict(aux, key=k_burn), R, parts, s, 0)
 
-        hs, lips, losses, memory = [], [], [], {}
+        hs, lips, losses, memory, coeffs = [], [], [], {}, []
         done = 0
         dt = jnp.asarray(numerics.T / numerics.n_steps, dt_)
         per_step = numerics.chain_steps * (2 if numerics.scheme == "heun" else 1)
@@ -287,6 +295,7 @@ class LimitSolver:
                 if not np.all(np.isfinite(np.asarray(R))):
                     raise ParameterError("dt", f"the limit solve became non-finite by step {done}")
             hs.append(h0_eval + p.alpha * np.asarray(K_eval @ R))
+            coeffs.append(R)
             lips.append(lipschitz(R))
             if done in mem_steps:
                 x = np.asarray(jax.vmap(p.chain.observe)(parts.state), float).reshape(-1, k.d)
@@ -298,6 +307,15 @@ class LimitSolver:
             if progress is not None:
                 progress(done, numerics.n_steps)
         loss = np.concatenate(losses) if losses else np.zeros(0)
+
+        def evaluate(z: Any, i: int) -> np.ndarray:
+            zj = jnp.asarray(np.asarray(z, dtype=float).reshape(-1, k.d + k.m), dt_)
+            if isinstance(basis, GridBasis):
+                feats = self.kernel_fn(zj, nodes)
+            else:
+                feats = basis.features(aux["omega"], zj)
+            return np.asarray(h0_fn(zj) + p.alpha * feats @ coeffs[i], dtype=float)
+
         return LimitResult(
             eval_points=zs,
             times=rec_steps * float(dt),
@@ -310,6 +328,7 @@ class LimitSolver:
             kernel_method=self.kernel_fn.method_used,
             numerics=numerics,
             wall_time=time.perf_counter() - start,
+            evaluate=evaluate,
         )
 
     def __call__(
