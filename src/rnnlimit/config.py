@@ -1,0 +1,397 @@
+"""One experiment as data: the stream (§1), the network (§2), training (§3), the limit's
+numerics (§4) and the convergence study (§5), read from TOML and validated once, here.
+
+Every section is a pydantic model with ``extra="forbid"`` and strict types; :func:`validate_config`
+and :func:`load_config` turn any validation failure into :class:`~rnnlimit.errors.ParameterError`
+whose ``parameter`` is the dotted key path (``"network.beta"``, ``"study.widths[1]"``) and whose
+message gives the allowed range. The builders (``cfg.stream.build_chain()``,
+``cfg.network_spec(N)``, ``cfg.limit_problem()``, …) hand the validated values to the numerical
+modules, which then assume valid input.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import jax.numpy as jnp
+import numpy as np
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rnnlimit.chains import AR1Chain, Chain, FilterTarget, FiniteChain, LagTarget, Target
+from rnnlimit.errors import ParameterError
+from rnnlimit.kernels import KernelSpec
+from rnnlimit.limit import LimitNumerics, LimitProblem
+from rnnlimit.network import NetworkSpec
+
+TARGET_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
+    "sin2": lambda x: jnp.sin(2.0 * x),
+    "sin": jnp.sin,
+    "cos": jnp.cos,
+    "tanh": jnp.tanh,
+    "identity": lambda x: x,
+    "square": lambda x: x * x,
+}
+TargetFunction = Literal["sin2", "sin", "cos", "tanh", "identity", "square"]
+
+
+class _Section(BaseModel):
+    """Common settings: unknown keys rejected, no silent type coercion, no NaN/inf."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    key: ClassVar[str] = ""
+
+    def _rekey(self, err: ParameterError) -> ParameterError:
+        """Prefix a builder's parameter name with this section's key."""
+        name = err.parameter if "." in err.parameter else f"{self.key}.{err.parameter}"
+        return ParameterError(name, str(err).split(": ", 1)[-1])
+
+
+class StreamConfig(_Section):
+    """Inputs ``X_k`` (a clipped AR(1)/VAR(1) or a finite chain) and targets ``Y_k``."""
+
+    key: ClassVar[str] = "stream"
+    chain: Literal["ar1", "var1", "finite"] = "ar1"
+    d: int = Field(1, ge=1, le=16, description="an integer in [1, 16]")
+    rho: float | list[list[float]] = Field(0.6, description="ar1: ρ in (-1, 1); var1: d×d matrix")
+    noise: float = Field(1.0, ge=0.0, description="a number >= 0")
+    P: list[list[float]] | None = Field(None, description="finite: a row-stochastic matrix")
+    values: list[list[float]] | None = Field(
+        None, description="finite: one row in [-1,1]^d per state"
+    )
+    target: Literal["filter", "memoryless", "lag"] = "filter"
+    a: float = Field(0.6, ge=0.0, lt=1.0, description="a number in [0, 1)")
+    f: TargetFunction = "sin2"
+    lag: int = Field(1, ge=1, le=1000, description="an integer in [1, 1000]")
+    m: int = Field(1, ge=1, le=16, description="an integer in [1, d]")
+    burn_in: int = Field(200, ge=0, le=10**7, description="an integer in [0, 1e7]")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> StreamConfig:
+        if self.m > self.d:
+            raise ParameterError("stream.m", f"must be an integer in [1, d={self.d}], got {self.m}")
+        if self.chain == "ar1" and not isinstance(self.rho, float):
+            raise ParameterError("stream.rho", "must be a number in (-1, 1) for chain 'ar1'")
+        if self.chain == "var1":
+            rho = np.asarray(self.rho if isinstance(self.rho, list) else [[self.rho]], dtype=object)
+            if rho.shape != (self.d, self.d):
+                raise ParameterError("stream.rho", f"must be a {self.d}x{self.d} matrix for var1")
+        if self.chain == "finite":
+            for name in ("P", "values"):
+                rows = getattr(self, name)
+                if rows is None or len({len(r) for r in rows}) != 1 or not rows[0]:
+                    raise ParameterError(f"stream.{name}", "must be a non-empty rectangular matrix")
+            if len(self.values[0]) != self.d:
+                raise ParameterError("stream.values", f"rows must have d={self.d} entries")
+        try:
+            self.build_chain()
+            self.build_target()
+        except ParameterError as err:
+            raise self._rekey(err) from None
+        return self
+
+    def build_chain(self) -> Chain:
+        """The input chain of MODEL.md §1."""
+        if self.chain == "finite":
+            return FiniteChain(np.asarray(self.P, float), np.asarray(self.values, float))
+        rho = np.asarray(self.rho, float) if self.chain == "var1" else self.rho
+        return AR1Chain(rho=rho, noise=self.noise, d=self.d)
+
+    def build_target(self) -> Target:
+        """``Y_k = a·Y_{k-1} + (1-a)·f(X_k)`` (filter), ``f(X_k)`` or ``X_{k-lag}``."""
+        if self.target == "lag":
+            return LagTarget(lag=self.lag, m=self.m, d=self.d)
+        fn, m = TARGET_FUNCTIONS[self.f], self.m
+        a = self.a if self.target == "filter" else 0.0
+        return FilterTarget(a=a, f=lambda x: fn(x[:m]), m=m)
+
+
+class NetworkConfig(_Section):
+    """The finite network of MODEL.md §2 (width N comes from ``study.widths``)."""
+
+    key: ClassVar[str] = "network"
+    activation: Literal["erf", "tanh", "relu"] = "erf"
+    sigma_w: float = Field(1.0, gt=0.0, le=100.0, description="a number in (0, 100]")
+    sigma_b: float = Field(1.0, ge=0.0, le=100.0, description="a number in [0, 100]")
+    sigma_u: float = Field(1.0, gt=0.0, le=100.0, description="a number in (0, 100]")
+    beta: float = Field(0.5, ge=0.5, lt=1.0, description="β in [0.5, 1)")
+    c_init: Literal["rademacher", "gaussian"] = "rademacher"
+    antisymmetric: bool = True
+    clip: Literal["hard", "smooth"] = "hard"
+
+
+class TrainingConfig(_Section):
+    """Online SGD of MODEL.md §3 on ``[0, T]``: ``K = round(T·N)`` steps."""
+
+    key: ClassVar[str] = "training"
+    alpha: float = Field(1.0, gt=0.0, le=1e3, description="α in (0, 1000]")
+    gradient: Literal["truncated", "rtrl"] = "truncated"
+    dtype: Literal["float64", "float32"] = "float64"
+    T: float = Field(3.0, gt=0.0, le=1e3, description="T in (0, 1000]")
+    window: int | None = Field(None, ge=1, description="an integer >= 1 (default N // 10)")
+
+
+class LimitConfig(_Section):
+    """Numerics of the limit solver (:class:`rnnlimit.limit.LimitNumerics`; ``T`` from training)."""
+
+    key: ClassVar[str] = "limit"
+    dt: float = Field(0.05, gt=0.0, description="Δt in (0, T)")
+    M: int = Field(2048, ge=2, le=10**7, description="an integer in [2, 1e7]")
+    chain_steps: int = Field(4, ge=1, le=10**4, description="an integer in [1, 1e4]")
+    burn_in: int = Field(200, ge=0, le=10**6, description="an integer in [0, 1e6]")
+    grid: int = Field(17, ge=3, le=257, description="an integer in [3, 257]")
+    n_features: int = Field(2048, ge=1, le=10**6, description="an integer in [1, 1e6]")
+    scheme: Literal["heun", "euler"] = "heun"
+    representation: Literal["auto", "grid", "features"] = "auto"
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="an integer in [0, 2^31)")
+    estimate_error: bool = True
+
+
+class StudyConfig(_Section):
+    """Widths N and seeds of the study, and where finite networks meet the limit (§5)."""
+
+    key: ClassVar[str] = "study"
+    widths: list[int] = Field([500, 5000, 50000], min_length=1, max_length=64)
+    seeds: list[int] = Field([0], min_length=1, max_length=1024)
+    eval_grid: int = Field(9, ge=2, le=101, description="an integer in [2, 101]")
+    n_times: int = Field(31, ge=2, le=10**4, description="an integer in [2, 1e4]")
+    l2_times: list[float] | None = Field(None, min_length=1, max_length=64)
+    n_pi: int = Field(200, ge=1, le=10**6, description="an integer in [1, limit.M]")
+    stream_seed: int = Field(0, ge=0, le=2**31 - 1, description="an integer in [0, 2^31)")
+
+    @model_validator(mode="after")
+    def _lists(self) -> StudyConfig:
+        for name, low in (("widths", 2), ("seeds", 0)):
+            values = getattr(self, name)
+            for i, v in enumerate(values):
+                if v < low or v > 10**8:
+                    raise ParameterError(f"study.{name}[{i}]", f"must be in [{low}, 1e8], got {v}")
+                if v in values[:i]:
+                    raise ParameterError(f"study.{name}[{i}]", f"repeats the value {v}")
+        return self
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment; defaults are the setting of MODEL.md §5."""
+
+    stream: StreamConfig = StreamConfig()
+    network: NetworkConfig = NetworkConfig()
+    training: TrainingConfig = TrainingConfig()
+    limit: LimitConfig = LimitConfig()
+    study: StudyConfig = StudyConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        T = self.training.T
+        if self.limit.dt >= T:
+            raise ParameterError("limit.dt", f"must be in (0, T={T}), got {self.limit.dt}")
+        if self.study.n_pi > self.limit.M:
+            raise ParameterError(
+                "study.n_pi", f"must be in [1, limit.M={self.limit.M}], got {self.study.n_pi}"
+            )
+        for i, t in enumerate(self.study.l2_times or ()):
+            if not 0.0 < t <= T:
+                raise ParameterError(f"study.l2_times[{i}]", f"must be in (0, T={T}], got {t}")
+        for i, N in enumerate(self.study.widths):
+            if self.network.antisymmetric and N % 2:
+                raise ParameterError(
+                    f"study.widths[{i}]", f"must be even with network.antisymmetric, got {N}"
+                )
+        try:
+            self.limit_problem()
+            self.limit_numerics()
+        except ParameterError as err:
+            name = err.parameter
+            name = name if "." in name else f"limit.{name}"
+            raise ParameterError(name, str(err).split(": ", 1)[-1]) from None
+        return self
+
+    # -- builders -----------------------------------------------------------------------------
+
+    def network_spec(self, N: int) -> NetworkSpec:
+        """The width-N network of MODEL.md §2."""
+        n, s = self.network, self.stream
+        return NetworkSpec(
+            N=N, d=s.d, m=s.m, beta=n.beta, activation=n.activation, sigma_w=n.sigma_w,
+            sigma_b=n.sigma_b, sigma_u=n.sigma_u, c_init=n.c_init,
+            antisymmetric=n.antisymmetric, clip=n.clip,
+        )  # fmt: skip
+
+    def kernel_spec(self) -> KernelSpec:
+        """The NTK ``A`` of MODEL.md §4 for this network's activation and prior scales."""
+        n = self.network
+        return KernelSpec(
+            activation=n.activation, sigma_w=n.sigma_w, sigma_b=n.sigma_b, sigma_u=n.sigma_u,
+            d=self.stream.d, m=self.stream.m,
+        )  # fmt: skip
+
+    def limit_problem(self) -> LimitProblem:
+        """The limit ``∂_t h_t = α E_{π_t}[A(z, Z)(Y − h_t(Z))]`` of this experiment."""
+        return LimitProblem(
+            self.stream.build_chain(), self.stream.build_target(), self.kernel_spec(),
+            alpha=self.training.alpha, clip=self.network.clip,
+        )  # fmt: skip
+
+    def limit_numerics(self) -> LimitNumerics:
+        """The limit solver's discretisation on ``[0, training.T]``."""
+        lim = self.limit.model_dump(exclude={"estimate_error"})
+        return LimitNumerics(T=self.training.T, **lim)
+
+    def resolved(self) -> ExperimentConfig:
+        """The same experiment with every derived default written out (``study.l2_times``)."""
+        if self.study.l2_times is not None:
+            return self
+        n = 7
+        l2 = [float(self.training.T * (i + 1) / n) for i in range(n)]
+        return self.model_copy(update={"study": self.study.model_copy(update={"l2_times": l2})})
+
+
+# --------------------------------------------------------------------------- reading/writing
+
+
+def _describe(loc: tuple) -> tuple[str, str]:
+    """Dotted key path of a pydantic error location and the field's allowed range, if known."""
+    path, model, info = "", ExperimentConfig, None
+    for tok in loc:
+        if isinstance(tok, int):
+            path += f"[{tok}]"
+        elif model is not None and tok in model.model_fields:
+            info = model.model_fields[tok]
+            path += f".{tok}" if path else tok
+            ann = info.annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return path or "config", (info.description or "") if info is not None else ""
+
+
+def _parameter_error(exc: ValidationError) -> ParameterError:
+    """The first validation error as a :class:`ParameterError` naming its key path."""
+    errors = exc.errors()
+    for err in errors:
+        if isinstance(err.get("ctx", {}).get("error"), ParameterError):
+            return err["ctx"]["error"]
+    err = errors[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = _describe(loc[:-1])[0] if len(loc) > 1 else ""
+        path = f"{parent}.{loc[-1]}" if parent else str(loc[-1])
+        return ParameterError(
+            path, "unknown key (check the spelling; see `rnnlimit config --example`)"
+        )
+    path, allowed = _describe(loc)
+    got = err.get("input")
+    got_s = repr(got) if len(repr(got)) < 60 else type(got).__name__
+    msg = err["msg"] + (f"; allowed: {allowed}" if allowed else "") + f" (got {got_s})"
+    return ParameterError(path, msg)
+
+
+def validate_config(data: Any) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a nested dict; any problem is a ParameterError."""
+    if isinstance(data, ExperimentConfig):
+        return data
+    if not isinstance(data, dict):
+        raise ParameterError("config", f"must be a table of sections, got {type(data).__name__}")
+    data = {k: v for k, v in data.items() if k != "provenance"}
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _parameter_error(exc) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a TOML experiment (a run's ``config.toml`` too: its ``[provenance]`` is ignored)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ParameterError("config", f"cannot read {p}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ParameterError("config", f"{p} is not valid TOML: {exc}") from None
+    return validate_config(data)
+
+
+def config_to_toml(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> str:
+    """TOML text that :func:`load_config` reads back to an equal config (``extra``: more tables)."""
+    data: dict[str, Any] = cfg.model_dump(exclude_none=True)
+    return tomli_w.dumps({**data, **(extra or {})})
+
+
+def demo_config(quick: bool = False) -> ExperimentConfig:
+    """The built-in study: the §5 setting at widths 250…16000, seeds 0 and 1.
+
+    ``quick``: widths 100 and 400, one seed and a coarse limit (a smoke test of seconds).
+    """
+    cfg = ExperimentConfig(study=StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1]))
+    if quick:
+        cfg = ExperimentConfig(
+            limit=LimitConfig(M=512, grid=9, dt=0.1, burn_in=100),
+            study=StudyConfig(widths=[100, 400], seeds=[0], n_pi=100),
+        )
+    return cfg.resolved()
+
+
+def example_config_toml() -> str:
+    """A commented example experiment (the MODEL.md §5 setting) that :func:`load_config` reads."""
+    return _EXAMPLE
+
+
+_EXAMPLE = """\
+# rnnlimit experiment: a wide output-feedback RNN trained online on one ergodic stream,
+# compared with its infinite-width limit (MODEL.md). Every key is optional; these are the
+# defaults, i.e. the setting of MODEL.md §5. Unknown keys are rejected.
+
+[stream]
+chain = "ar1"        # "ar1" (clipped AR(1)), "var1" (rho = d×d matrix) or "finite" (P, values)
+d = 1                # input dimension: X_k in [-1, 1]^d
+rho = 0.6            # X_{k+1} = clip(rho X_k + noise ξ_k, -1, 1), |rho| < 1
+noise = 1.0          # §5 leaves the AR(1) noise level open; 1.0 is this package's choice
+# P = [[0.9, 0.1], [0.2, 0.8]]   # finite chain: transition matrix ...
+# values = [[-0.5], [0.5]]       # ... and the value of each state (one row per state)
+target = "filter"    # "filter": Y_k = a Y_{k-1} + (1-a) f(X_k); "memoryless": f(X_k);
+                     # "lag": Y_k = X_{k-lag}
+a = 0.6              # filter coefficient, in [0, 1)
+f = "sin2"           # sin2 = sin(2x); also sin, cos, tanh, identity, square
+lag = 1
+m = 1                # output dimension (m <= d; f acts on the first m inputs)
+burn_in = 200        # chain steps discarded before the stream starts
+
+[network]
+activation = "erf"   # erf, tanh or relu
+sigma_w = 1.0        # ω = (w, b, u) ~ N(0, diag(σ_w², σ_b², σ_u²))
+sigma_b = 1.0
+sigma_u = 1.0
+beta = 0.5           # g^N = N^(-β) Σ c^i H^i, β in [0.5, 1)
+c_init = "rademacher"  # or "gaussian"
+antisymmetric = true # units in pairs (c, ω), (-c, ω): g^N ≡ 0 at k = 0 (widths must be even)
+clip = "hard"        # ψ: "hard" clip into [-1, 1] or "smooth" (tanh)
+
+[training]
+alpha = 1.0          # η_N = α N^(2β - 2)
+gradient = "truncated"  # or "rtrl" (exact gradient through the memory)
+dtype = "float64"    # or "float32"
+T = 3.0              # horizon in t = k/N: K = round(T N) steps
+# window = 100       # steps per loss window (default N // 10)
+
+[limit]
+dt = 0.05            # time step of the limit ODE
+M = 2048             # particles of the chain (X, S, Y) that sample π_t
+chain_steps = 4      # chain steps per stage
+burn_in = 200
+grid = 17            # grid nodes per axis (grid representation)
+n_features = 2048    # random features (feature representation, d + m > 3)
+scheme = "heun"      # or "euler"
+representation = "auto"  # "grid", "features" or "auto"
+seed = 0
+estimate_error = true    # re-solve with dt/2, 2M and a finer basis: the error floor
+
+[study]
+widths = [500, 5000, 50000]
+seeds = [0]          # network init uses seed s, the stream uses key stream_seed + s
+eval_grid = 9        # eval_grid^(d+m) points on [-1, 1]^(d+m)
+n_times = 31         # record times linspace(0, T, n_times)
+# l2_times = [0.5, 1.0, 3.0]  # times of the L²(π_t) distance (default: 7 equally spaced in (0, T])
+n_pi = 200           # samples of π_t per l2 time
+stream_seed = 0
+"""
