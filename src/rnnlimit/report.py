@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -42,11 +43,6 @@ class RunData:
     @property
     def kind(self) -> str:
         return str(self.results.get("kind", "partial"))
-
-    def memory_times(self) -> np.ndarray:
-        if self.limit is not None and "memory_times" in self.limit:
-            return np.atleast_1d(self.limit["memory_times"]).astype(float)
-        return np.zeros(0)
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
@@ -162,6 +158,17 @@ def figure_h_t(run: RunData) -> Figure | None:
     return fig
 
 
+def _ci(rate: dict[str, Any]) -> str:
+    lo, hi = (rate.get("ci95") or [None, None])[:2]
+    return "n/a" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _floor(run: RunData) -> float | None:
+    """The limit solver's own error (``rate.floor``, else ``limit.error.total``)."""
+    rate, lim = run.results.get("rate") or {}, run.results.get("limit") or {}
+    return rate.get("floor") or (lim.get("error") or {}).get("total")
+
+
 def figure_error_vs_N(run: RunData) -> Figure | None:
     """(b) Distance to the limit vs N (log-log) with the fitted slope, its 95% CI, a reference
     ``N^(-1/2)`` line and the limit's own error floor."""
@@ -180,27 +187,15 @@ def figure_error_vs_N(run: RunData) -> Figure | None:
     ax.loglog(Ns, means, "s", color="C0", label="mean over seeds")
     grid = np.geomspace(Ns.min(), Ns.max(), 50)
     if rate.get("slope") is not None and rate.get("intercept") is not None:
-        lo, hi = rate.get("ci95") or (np.nan, np.nan)
-        ax.loglog(
-            grid,
-            np.exp(rate["intercept"]) * grid ** rate["slope"],
-            "-",
-            color="C3",
-            label=f"fit: slope {rate['slope']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]",
-        )
-    ax.loglog(
-        grid, means[0] * (grid / Ns[0]) ** -0.5, "--", color="gray", label="reference $N^{-1/2}$"
-    )
-    floor = rate.get("floor") or (run.results.get("limit", {}).get("error") or {}).get("total")
-    if floor:
+        fit = rate["intercept"] * grid ** rate["slope"]  # e ≈ C N^slope
+        label = f"fit: slope {rate['slope']:.3f}, 95% CI {_ci(rate)}"
+        ax.loglog(grid, fit, "-", color="C3", label=label)
+    ref = means[0] * (grid / Ns[0]) ** -0.5
+    ax.loglog(grid, ref, "--", color="gray", label="reference $N^{-1/2}$")
+    if floor := _floor(run):
         ax.axhline(floor, color="C2", lw=1)
-        ax.axhspan(
-            min(floor, err.min()) / 3,
-            floor,
-            color="C2",
-            alpha=0.15,
-            label=f"limit error floor ({floor:.2g})",
-        )
+        label = f"limit error floor ({floor:.2g})"
+        ax.axhspan(min(floor, err.min()) / 3, floor, color="C2", alpha=0.15, label=label)
     ax.set_xlabel("width N")
     ax.set_ylabel(f"{metric}  (max over t)")
     ax.legend(fontsize=7)
@@ -236,49 +231,60 @@ def figure_loss(run: RunData) -> Figure | None:
 def finite_memory_samples(task: dict[str, np.ndarray], times: np.ndarray) -> list[np.ndarray]:
     """The finite network's memory samples ``trace_s`` near each π_t time, as ``(K, m)`` arrays.
 
-    ``trace_s`` is ``(P, K, m)`` (one block per time) or ``(K, m)`` with ``trace_t`` giving each
-    sample's time (assigned to the nearest π_t time).
+    ``trace_s`` is ``(P, K, m)`` (one block per time, NaN-padded) or ``(K, m)`` with ``trace_t``
+    giving each sample's time (assigned to the nearest π_t time).
     """
     if "trace_s" not in task or times.size == 0:
         return []
     tr = np.asarray(task["trace_s"], float)
     if tr.ndim == 3 and tr.shape[0] == times.size:
-        return [b.reshape(-1, tr.shape[-1]) for b in tr]
-    tr = tr.reshape(tr.shape[0], -1) if tr.ndim >= 2 else tr[:, None]
-    if "trace_t" in task and len(task["trace_t"]) == len(tr):
-        near = np.abs(np.asarray(task["trace_t"])[:, None] - times[None, :]).argmin(axis=1)
-        return [tr[near == i] for i in range(times.size)]
-    return [tr] if times.size == 1 else []
+        blocks = [b.reshape(-1, tr.shape[-1]) for b in tr]
+    else:
+        tr = tr.reshape(tr.shape[0], -1) if tr.ndim >= 2 else tr[:, None]
+        tt = np.asarray(task.get("trace_t", []), float).ravel()
+        if len(tt) == len(tr):
+            near = np.abs(tt[:, None] - times[None, :]).argmin(axis=1)
+            blocks = [tr[near == i] for i in range(times.size)]
+        else:
+            blocks = [tr] if times.size == 1 else []
+    return [b[np.all(np.isfinite(b), axis=1)] for b in blocks]
 
 
-def figure_memory(run: RunData) -> Figure | None:
+def _memory_times(run: RunData) -> np.ndarray:
+    """The π_t times: the limit's ``memory_times``, else the finite traces' last times."""
+    if run.limit is not None and "memory_times" in run.limit:
+        return np.atleast_1d(run.limit["memory_times"]).astype(float)
+    for task in run.tasks.values():
+        tt = np.asarray(task.get("trace_t", []), float)
+        if tt.ndim == 2 and np.isfinite(tt).any(axis=1).all():
+            return np.nanmax(tt, axis=1)
+    return np.zeros(0)
+
+
+def figure_memory(run: RunData, max_panels: int = 4) -> Figure | None:
     """(d) Histograms of the memory law π_t (first memory component): the finite networks'
-    ``trace_s`` against the limit's particles ``memory_<i>_s`` at the π_t times."""
-    times = run.memory_times()
-    lim = run.limit
-    if lim is None or times.size == 0:
+    ``trace_s`` against the limit's particles ``memory_<i>_s`` at (up to 4 of) the π_t times."""
+    times, lim, by_N = _memory_times(run), run.limit or {}, _by_N(run)
+    if times.size == 0:
         return None
-    fig = Figure(figsize=(3.6 * times.size, 3.2))
-    axes = fig.subplots(1, times.size, squeeze=False)[0]
-    by_N = _by_N(run)
-    bins = np.linspace(-1, 1, 41)
-    for i, (ax, t) in enumerate(zip(axes, times, strict=True)):
+    shown = np.unique(np.round(np.linspace(0, times.size - 1, min(max_panels, times.size))))
+    fig = Figure(figsize=(3.6 * shown.size, 3.2))
+    axes = fig.subplots(1, shown.size, squeeze=False)[0]
+    samples = {N: finite_memory_samples(tasks[0], times) for N, tasks in by_N.items()}
+    pooled = [lim[k].ravel() for k in lim if re.fullmatch(r"memory_\d+_s", k)]
+    pooled += [b[:, 0] for blocks in samples.values() for b in blocks]
+    pooled = np.concatenate([*pooled, [-0.1, 0.1]])
+    lo, hi = max(-1.0, pooled.min() - 0.05), min(1.0, pooled.max() + 0.05)
+    bins = np.linspace(lo, hi, 41)  # the memory's range, not all of [-1, 1]
+    for ax, i in zip(axes, shown.astype(int), strict=True):
         if f"memory_{i}_s" in lim:
             s = np.asarray(lim[f"memory_{i}_s"], float).reshape(len(lim[f"memory_{i}_s"]), -1)
             ax.hist(s[:, 0], bins=bins, density=True, color="gray", alpha=0.5, label="limit π_t")
-        for color, (N, tasks) in zip(_colors(len(by_N)), by_N.items(), strict=True):
-            samples = finite_memory_samples(tasks[0], times)
-            if samples and len(samples[i]):
-                ax.hist(
-                    samples[i][:, 0],
-                    bins=bins,
-                    density=True,
-                    histtype="step",
-                    lw=1.5,
-                    color=color,
-                    label=f"network, N = {N}",
-                )
-        ax.set_title(f"memory law at t = {t:.3g}", fontsize=9)
+        for color, N in zip(_colors(len(by_N)), by_N, strict=True):
+            if samples[N] and len(samples[N][i]):
+                ax.hist(samples[N][i][:, 0], bins=bins, density=True, histtype="step", lw=1.5,
+                        color=color, label=f"network, N = {N}")  # fmt: skip
+        ax.set_title(f"memory law at t = {times[i]:.3g}", fontsize=9)
         ax.set_xlabel("S")
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize=7)
@@ -286,24 +292,35 @@ def figure_memory(run: RunData) -> Figure | None:
 
 
 def figure_kernel(run: RunData) -> Figure | None:
-    """(e) A slice of the kernel ``A`` (``kernel_slice_z`` / ``kernel_slice_values``)."""
+    """(e) A slice of the kernel ``A(z, z₀)`` (``kernel_slice_z`` / ``kernel_slice_values``):
+    a heat map when the slice is a square grid over two coordinates, else a curve."""
     lim = run.limit
     if lim is None or "kernel_slice_z" not in lim or "kernel_slice_values" not in lim:
         return None
     z = np.asarray(lim["kernel_slice_z"], float)
-    v = np.asarray(lim["kernel_slice_values"], float)
+    z = z.reshape(len(z), -1)
+    v = np.asarray(lim["kernel_slice_values"], float).reshape(len(z), -1)[:, 0]
+    d = int(((run.results.get("config") or {}).get("stream") or {}).get("d", z.shape[1] - 1))
+    names = [f"x{j}" if j < d else f"s{j - d}" for j in range(z.shape[1])]
+    moving = [j for j in range(z.shape[1]) if np.ptp(z[:, j]) > 0]
     fig = Figure(figsize=(5.0, 4.0))
     ax = fig.subplots()
-    if v.ndim == 2 and v.shape[0] == v.shape[1] and v.shape[0] == len(z):
-        im = ax.imshow(v, origin="lower", cmap="viridis")
-        fig.colorbar(im, ax=ax)
-        ax.set_title("kernel A(z_i, z_j) on the slice", fontsize=9)
+    n = math.isqrt(len(z))
+    if len(moving) == 2 and n * n == len(z):
+        a, b = moving
+        extent = (z[:, a].min(), z[:, a].max(), z[:, b].min(), z[:, b].max())
+        grid = v.reshape(n, n)  # rows: the slower-varying coordinate
+        img = grid.T if z[1, a] == z[0, a] else grid  # imshow wants [row = b, column = a]
+        im = ax.imshow(img, origin="lower", extent=extent, aspect="auto", cmap="viridis")
+        fig.colorbar(im, ax=ax, label="A(z, z₀)")
+        ax.set_xlabel(names[a])
+        ax.set_ylabel(names[b])
     else:
-        axis = int(np.argmax(z.reshape(len(z), -1).std(axis=0)))
-        ax.plot(z.reshape(len(z), -1)[:, axis], v.reshape(len(z), -1), lw=1.5)
-        ax.set_xlabel(f"coordinate {axis} of z (others fixed)")
+        j = moving[0] if moving else 0
+        ax.plot(z[:, j], v, lw=1.5)
+        ax.set_xlabel(names[j] + " (other coordinates fixed)")
         ax.set_ylabel("A(z, z₀)")
-        ax.set_title("a slice of the kernel A", fontsize=9)
+    ax.set_title("a slice of the kernel A(z, z₀ = 0), other coordinates of z at 0", fontsize=9)
     return fig
 
 
@@ -327,23 +344,36 @@ def _fmt(v: Any) -> str:
 def reading(run: RunData) -> list[str]:
     """A short reading of the numbers, generated from the run's data (one sentence each)."""
     res, lines = run.results, []
-    rate, lim = res.get("rate") or {}, res.get("limit") or {}
-    floor = rate.get("floor") or (lim.get("error") or {}).get("total")
-    if rate.get("slope") is not None:
-        lo, hi = rate.get("ci95") or (np.nan, np.nan)
-        ok = lo <= -0.5 <= hi
+    res.setdefault("tasks", [])
+    rate, lim, floor = res.get("rate") or {}, res.get("limit") or {}, _floor(run)
+    rates = res.get("rates") or ({rate.get("metric", "sup_rms_grid"): rate} if rate else {})
+    for metric, r in rates.items():
+        if r.get("slope") is None:
+            continue
+        lo, hi = (r.get("ci95") or [None, None])[:2]
+        if lo is None or hi is None:
+            verdict = "too few widths for a confidence interval"
+        elif lo <= -0.5 <= hi:
+            verdict = "consistent with the theoretical N^-0.5"
+        else:
+            verdict = "NOT consistent with the theoretical N^-0.5 (the CI excludes -0.5)"
         lines.append(
-            f"Fitted rate of {rate.get('metric', 'the error')}: N^{rate['slope']:.3f} "
-            f"(95% CI [{lo:.3f}, {hi:.3f}], {rate.get('n_points', '?')} points); the theory "
-            f"predicts N^-0.5: {'consistent' if ok else 'NOT consistent (the CI excludes -0.5)'}."
+            f"Fitted rate of {metric}: error ∝ N^{r['slope']:.3f}, 95% CI {_ci(r)} "
+            f"({r.get('n_points', '?')} runs): {verdict}."
         )
-    metric = rate.get("metric", "sup_rms_grid")
-    tasks = [t for t in res.get("tasks", []) if t.get(metric) is not None]
-    for N in sorted({t["N"] for t in tasks}):
-        e = float(np.mean([t[metric] for t in tasks if t["N"] == N]))
-        vs = f", {e / floor:.1f}× the limit's error floor {floor:.2g}" if floor else ""
-        at = " (at the floor: the limit's own error dominates)" if floor and e < 2 * floor else ""
-        lines.append(f"N = {N}: {metric} = {e:.3g}{vs}{at}.")
+    metrics = [m for m in ("sup_rms_grid", "sup_l2_pi") if any(t.get(m) for t in res["tasks"])]
+    for N in sorted({t["N"] for t in res.get("tasks", []) if metrics}):
+        parts = []
+        for m in metrics:
+            vals = [t[m] for t in res["tasks"] if t["N"] == N and t.get(m) is not None]
+            if vals:
+                e = float(np.mean(vals))
+                parts.append(f"{m} = {e:.3g}" + (f" ({e / floor:.1f}× the floor)" if floor else ""))
+        lines.append(f"N = {N}: " + ", ".join(parts) + ".")
+    if floor and metrics:
+        best = min(t[metrics[0]] for t in res["tasks"] if t.get(metrics[0]) is not None)
+        where = "reaches" if best < 2 * floor else "stays above"
+        lines.append(f"The widest networks' error {where} the limit's error floor {floor:.2g}.")
     for t in res.get("tasks", []):
         if t.get("diverged_at") is not None:
             lines.append(f"N = {t['N']}, seed {t['seed']} diverged at step {t['diverged_at']}.")
@@ -375,7 +405,7 @@ def reading(run: RunData) -> list[str]:
         w = sum(t["wall_time"] for t in res["tasks"] if t["N"] == N and t.get("wall_time"))
         walls.append(f"N = {N} {w:.1f} s")
     if walls:
-        lines.append("Wall times: " + ", ".join(walls) + ".")
+        lines.append("Wall times (finite networks: summed over seeds): " + ", ".join(walls) + ".")
     return lines
 
 
