@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rnnlimit.errors import ParameterError
+from rnnlimit.sweep import load_npz, write_atomic
 
 Block = tuple[str, Any]  # ("h2"|"p"|"ul"|"table"|"fig", payload): rendered to MD and HTML
 _TASK_FILE = re.compile(r"N(\d+)_seed(\d+)\.npz$")
@@ -45,11 +45,6 @@ class RunData:
         return str(self.results.get("kind", "partial"))
 
 
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
 def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     """Read a run directory. Without ``results.json`` (a killed run) the finished tasks'
     ``tasks/*.json`` stand in, so what was computed can still be reported."""
@@ -59,8 +54,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     tasks: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     for p in sorted((root / "tasks").glob("N*_seed*.npz")):
         if m := _TASK_FILE.search(p.name):
-            tasks[int(m[1]), int(m[2])] = _npz(p)
-    limit = _npz(root / "limit.npz") if (root / "limit.npz").is_file() else None
+            tasks[int(m[1]), int(m[2])] = load_npz(p)
+    limit = load_npz(root / "limit.npz") if (root / "limit.npz").is_file() else None
     if (root / "results.json").is_file():
         results = json.loads((root / "results.json").read_text())
     elif tasks or limit is not None:
@@ -73,18 +68,6 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     return RunData(root, results, limit, tasks)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(fig: Figure, fig_dir: Path, name: str) -> dict[str, Path]:
     fig.tight_layout()
     out = {}
@@ -92,7 +75,7 @@ def _save(fig: Figure, fig_dir: Path, name: str) -> dict[str, Path]:
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=120)
         out[f"{name}_{fmt}"] = fig_dir / f"{name}.{fmt}"
-        _atomic_write(out[f"{name}_{fmt}"], buf.getvalue())
+        write_atomic(out[f"{name}_{fmt}"], buf.getvalue())
     return out
 
 
@@ -409,7 +392,7 @@ def reading(run: RunData) -> list[str]:
     return lines
 
 
-def _blocks(run: RunData, figures: dict[str, str]) -> list[Block]:
+def _blocks(run: RunData, drawn: set[str]) -> list[Block]:
     res = run.results
     blocks: list[Block] = [
         ("p", f"Run directory `{run.run_dir.name}`, kind **{run.kind}**."),
@@ -431,12 +414,8 @@ def _blocks(run: RunData, figures: dict[str, str]) -> list[Block]:
         blocks += [("h2", "The limit"), ("table", (["quantity", "value"], rows))]
     blocks.append(("h2", "Figures"))
     for name, (_fn, caption) in FIGURES.items():
-        if name in figures:
-            blocks.append(("fig", (name, caption)))
-        else:
-            blocks.append(
-                ("p", f"*{caption}*: skipped, {figures.get('_skip_' + name, 'no data')}.")
-            )
+        skipped = ("p", f"*{caption}*: skipped, the run directory holds no data for it.")
+        blocks.append(("fig", (name, caption)) if name in drawn else skipped)
     return blocks
 
 
@@ -518,18 +497,13 @@ def write_report(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
     fig_dir = run.run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     paths: dict[str, Path] = {}
-    made: dict[str, str] = {}
     for name, (make, _caption) in FIGURES.items():
-        fig = make(run)
-        if fig is None:
-            made["_skip_" + name] = "this run directory holds no data for it"
-            continue
-        paths.update(_save(fig, fig_dir, name))
-        made[name] = name
+        if (fig := make(run)) is not None:
+            paths.update(_save(fig, fig_dir, name))
     title = f"rnnlimit report: {run.run_dir.name}"
-    blocks = _blocks(run, made)
+    blocks = _blocks(run, {k.rsplit("_", 1)[0] for k in paths})
     paths["report_md"] = run.run_dir / "report.md"
-    _atomic_write(paths["report_md"], _to_markdown(title, blocks).encode())
+    write_atomic(paths["report_md"], _to_markdown(title, blocks).encode())
     paths["report_html"] = run.run_dir / "report.html"
-    _atomic_write(paths["report_html"], _to_html(title, blocks, fig_dir).encode())
+    write_atomic(paths["report_html"], _to_html(title, blocks, fig_dir).encode())
     return paths
