@@ -14,7 +14,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rnnlimit demo --out runs/demo
+	rm -rf runs/demo && $(BIN)/rnnlimit demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

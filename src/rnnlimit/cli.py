@@ -1,0 +1,343 @@
+"""The ``rnnlimit`` command line: the only module of the package that prints.
+
+Every command that computes writes one run directory (docs/results-format.md) and then its
+report; ``report`` re-draws a report from an existing run directory. Any
+:class:`rnnlimit.errors.RnnlimitError`, and any config parse/validation error, ends the command
+with one line ``error: <message>`` on stderr and exit code 2; what was already written stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import tomllib
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from rnnlimit.errors import RnnlimitError
+
+app = typer.Typer(
+    name="rnnlimit",
+    help=(
+        "Wide output-feedback RNNs trained online on one ergodic stream, and their "
+        "infinite-width limit h_t (see MODEL.md). Start with `rnnlimit demo`; write your own "
+        "study with `rnnlimit config --example > my.toml` and `rnnlimit converge my.toml`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: paragraphs re-wrapped, [default: ...] kept
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="CONFIG", help="Experiment config (TOML); see `rnnlimit config --example`."
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Run directory to write [default: runs/<command>-<time>]."),
+]
+
+
+class Executor(StrEnum):
+    """Where the (N, seed) tasks run (see :func:`rnnlimit.sweep.run_tasks`)."""
+
+    local = "local"
+    dask = "dask"
+    inline = "inline"
+
+
+ExecutorOpt = Annotated[
+    Executor,
+    typer.Option(
+        help="Where the (N, seed) tasks run: worker processes on this machine (local), a dask "
+        "cluster (dask), or one after another in this process (inline)."
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler address (tcp://host:8786); default: a local dask cluster."),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Keep the finished tasks of --out and run the rest.")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Parallel workers [default: one per core, at most one per task]."),
+]
+
+
+def _workers(workers: int | None, cfg: Any) -> int:
+    """Default: one worker process per core, at most one per (N, seed) task."""
+    n_tasks = len(cfg.study.widths) * len(cfg.study.seeds)
+    return workers or max(1, min(os.cpu_count() or 1, n_tasks))
+
+
+def _fail(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with code 2."""
+    one_line = " ".join(str(message).split())
+    err.print(f"error: {one_line}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _pydantic_message(exc: pydantic.ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "config"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid value')}{more}"
+
+
+@contextlib.contextmanager
+def _errors_as_one_line() -> Iterator[None]:
+    """Turn the errors a user can cause into ``error: ...`` + exit 2 (never a traceback)."""
+    try:
+        yield
+    except RnnlimitError as exc:
+        _fail(str(exc))
+    except pydantic.ValidationError as exc:
+        _fail(_pydantic_message(exc))
+    except tomllib.TOMLDecodeError as exc:
+        _fail(f"config is not valid TOML: {exc}")
+    except FileNotFoundError as exc:
+        _fail(f"file not found: {exc.filename or exc}")
+    except IsADirectoryError as exc:
+        _fail(f"expected a file, got a directory: {exc.filename or exc}")
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display with one bar per stage, fed by ``progress(stage, done, total)``."""
+    bars = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    ids: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in ids:
+            ids[stage] = bars.add_task(stage, total=max(total, 1))
+        bars.update(ids[stage], completed=done, total=max(total, 1))
+
+    with bars:
+        yield update
+
+
+def _run_dir(out_dir: Path | None, command: str) -> Path:
+    if out_dir is not None:
+        return out_dir
+    return Path("runs") / f"{command}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _load(config: Path) -> Any:
+    """Load and validate the config, then switch JAX to float64 if it asks for it."""
+    from rnnlimit.config import load_config
+
+    cfg = load_config(config)
+    _set_precision(cfg)
+    return cfg
+
+
+def _set_precision(cfg: Any) -> None:
+    """Enable float64 (``rnnlimit.enable_float64``) before any computation if the config asks."""
+    import rnnlimit
+
+    if cfg.training.dtype == "float64":
+        rnnlimit.enable_float64()
+
+
+def _report(run_dir: Path) -> None:
+    """Write the report of ``run_dir`` and print its reading of the numbers."""
+    from rnnlimit.report import load_run, reading, write_report
+
+    paths = write_report(run_dir)
+    for line in reading(load_run(run_dir)):
+        out.print(f"  • {line}", markup=False, highlight=False)
+    out.print(f"report: {paths['report_html']}  (and {paths['report_md'].name})", markup=False)
+
+
+@app.command()
+def demo(
+    out_dir: OutOpt = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smaller study that runs in seconds (smoke test).")
+    ] = False,
+) -> None:
+    """Run the built-in convergence study and write its report.
+
+    Trains finite networks of several widths N on one clipped AR(1) stream with the filter
+    target Y_k = 0.6 Y_{k-1} + 0.4 sin(2 X_k) (MODEL.md §5), solves the limit h_t, and shows
+    the distance between them shrinking like N^(-1/2). Writes the run directory (config.toml,
+    results.json, errors.csv, loss.csv, limit.npz, tasks/) plus figures/, report.md and
+    report.html. The full study takes a few minutes on 2 CPU cores.
+    """
+    from rnnlimit.compare import run_study
+    from rnnlimit.config import demo_config
+
+    run_dir = _run_dir(out_dir, "demo")
+    with _errors_as_one_line():
+        cfg = demo_config(quick=quick)
+        _set_precision(cfg)
+        out.print(f"demo study -> {run_dir}", markup=False)
+        with _progress() as progress:
+            run_study(cfg, run_dir, workers=_workers(None, cfg), progress=progress)
+        _report(run_dir)
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    executor: ExecutorOpt = Executor.local,
+    scheduler: SchedulerOpt = None,
+    resume: ResumeOpt = False,
+    workers: WorkersOpt = None,
+    out_dir: OutOpt = None,
+) -> None:
+    """Train the finite networks of CONFIG (every width N and seed) online on the stream.
+
+    Computes g^N_k on the evaluation grid at the record times, the training loss and the
+    memory statistics for each (N, seed), without the limit. Writes the run directory (kind
+    "train": config.toml, results.json, loss.csv, tasks/) and its report.
+    """
+    from rnnlimit.compare import write_train_run
+
+    run_dir = _run_dir(out_dir, "train")
+    with _errors_as_one_line():
+        cfg = _load(config)
+        with _progress() as progress:
+            write_train_run(
+                cfg,
+                run_dir,
+                progress=progress,
+                executor=executor.value,
+                scheduler=scheduler,
+                resume=resume,
+                workers=_workers(workers, cfg),
+            )
+        _report(run_dir)
+
+
+@app.command()
+def limit(config: ConfigArg, out_dir: OutOpt = None) -> None:
+    """Solve the infinite-width limit of CONFIG: the ODE for h_t coupled with the memory law π_t.
+
+    Computes h_t on the evaluation points, the limit loss L(t), the Lipschitz constant of the
+    memory map, samples of π_t, a kernel slice and the solver's own error estimate (Δt, M,
+    basis). Writes the run directory (kind "limit": config.toml, results.json, limit.npz) and
+    its report.
+    """
+    from rnnlimit.compare import write_limit_run
+
+    run_dir = _run_dir(out_dir, "limit")
+    with _errors_as_one_line():
+        cfg = _load(config)
+        with _progress() as progress:
+            write_limit_run(cfg, run_dir, progress=progress)
+        _report(run_dir)
+
+
+@app.command()
+def converge(
+    config: ConfigArg,
+    executor: ExecutorOpt = Executor.local,
+    scheduler: SchedulerOpt = None,
+    resume: ResumeOpt = False,
+    workers: WorkersOpt = None,
+    out_dir: OutOpt = None,
+) -> None:
+    """Measure the convergence of the finite networks to the limit as N grows.
+
+    Solves the limit, trains every (N, seed) of CONFIG, and measures sup over t of the RMS
+    distance between g^N and h_t on the evaluation grid and at points drawn from π_t; fits the
+    rate (slope of log error vs log N, with a 95% CI) above the limit's own error floor. Writes
+    the full run directory (config.toml, results.json, errors.csv, errors_t.csv, loss.csv,
+    limit.npz, tasks/) and its report. With --resume, finished tasks are not recomputed.
+    """
+    from rnnlimit.compare import run_study
+
+    run_dir = _run_dir(out_dir, "converge")
+    with _errors_as_one_line():
+        cfg = _load(config)
+        with _progress() as progress:
+            run_study(
+                cfg,
+                run_dir,
+                executor=executor.value,
+                scheduler=scheduler,
+                resume=resume,
+                workers=_workers(workers, cfg),
+                progress=progress,
+            )
+        _report(run_dir)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by rnnlimit.")
+    ],
+) -> None:
+    """(Re)write the report of RUN_DIR from its files alone, without recomputing anything.
+
+    Writes RUN_DIR/figures/*.png|svg (h_t vs the finite networks, error vs N, loss curves,
+    memory law, kernel slice — whichever the run holds data for), report.md and report.html
+    (self-contained), and prints the reading of the numbers.
+    """
+    with _errors_as_one_line():
+        _report(run_dir)
+
+
+@app.command("config")
+def config_cmd(
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="CONFIG", help="A config to validate and print with defaults filled in."
+        ),
+    ] = None,
+    example: Annotated[
+        bool, typer.Option("--example", help="Print the commented example config (TOML).")
+    ] = False,
+) -> None:
+    """Print the commented example config, or CONFIG resolved with every default filled in.
+
+    `rnnlimit config --example > my.toml` gives a starting point; edit it, then
+    `rnnlimit config my.toml` checks it (a bad key or value is reported by its dotted path).
+    """
+    from rnnlimit.config import config_to_toml, example_config_toml, load_config
+
+    with _errors_as_one_line():
+        if example:
+            typer.echo(example_config_toml(), nl=False)
+        elif config is not None:
+            typer.echo(config_to_toml(load_config(config)), nl=False)
+        else:
+            _fail("pass --example to print the example config, or a CONFIG file to check")
+
+
+def main() -> None:
+    """Entry point of ``python -m rnnlimit``."""
+    app(prog_name="rnnlimit")
