@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import rnnlimit
 from rnnlimit import cli, compare
 from rnnlimit.config import ExperimentConfig, load_config, validate_config
+from rnnlimit.errors import ContractionError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("demo", "train", "limit", "converge", "report", "config")
@@ -155,6 +156,18 @@ def test_missing_config_and_missing_run_dir_are_one_line_errors(tmp_path: Path) 
     _one_line_error(_invoke("converge", str(tmp_path / "none.toml")), "none.toml")
     _one_line_error(_invoke("report", str(tmp_path / "none")), "RUN_DIR")
     _one_line_error(_invoke("config"), "--example")
+
+
+@pytest.mark.parametrize("exc", [ContractionError(1.2), KeyboardInterrupt()])
+def test_failure_during_computation_is_one_line_naming_the_run_dir(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise exc
+
+    monkeypatch.setattr(compare, "write_limit_run", fail)
+    result = _invoke("limit", str(tiny), "--out", str(tmp_path / "run"))
+    _one_line_error(result, "kept in", str(tmp_path / "run"))
 
 
 def test_config_example_loads_with_load_config(tmp_path: Path) -> None:

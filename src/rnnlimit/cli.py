@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from rnnlimit.errors import RnnlimitError
+from rnnlimit.errors import ParameterError, RnnlimitError
 
 app = typer.Typer(
     name="rnnlimit",
@@ -108,12 +108,18 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
 
 
 @contextlib.contextmanager
-def _errors_as_one_line() -> Iterator[None]:
-    """Turn the errors a user can cause into ``error: ...`` + exit 2 (never a traceback)."""
+def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
+    """Turn the errors a user can cause into ``error: ...`` + exit 2 (never a traceback).
+
+    A failure past the input checks (or Ctrl-C) names ``run_dir``, which keeps what was computed.
+    """
+    kept = "" if run_dir is None else f" (what was computed is kept in {run_dir}; --resume)"
     try:
         yield
-    except RnnlimitError as exc:
+    except ParameterError as exc:
         _fail(str(exc))
+    except RnnlimitError as exc:
+        _fail(f"{exc}{kept}")
     except pydantic.ValidationError as exc:
         _fail(_pydantic_message(exc))
     except tomllib.TOMLDecodeError as exc:
@@ -122,10 +128,15 @@ def _errors_as_one_line() -> Iterator[None]:
         _fail(f"file not found: {exc.filename or exc}")
     except IsADirectoryError as exc:
         _fail(f"expected a file, got a directory: {exc.filename or exc}")
+    except KeyboardInterrupt:
+        _fail(f"interrupted{kept}")
+
+
+STAGES = {"limit": "limit h_t (Δt steps)", "tasks": "networks (N, seed)", "train": "training steps"}
 
 
 @contextlib.contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
+def _progress(cfg: Any) -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress display with one bar per stage, fed by ``progress(stage, done, total)``."""
     bars = Progress(
         TextColumn("{task.description:<22}"),
@@ -139,8 +150,14 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in ids:
-            ids[stage] = bars.add_task(stage, total=max(total, 1))
+            ids[stage] = bars.add_task(STAGES.get(stage, stage), total=max(total, 1))
         bars.update(ids[stage], completed=done, total=max(total, 1))
+        if stage == "limit" and done >= total and cfg.limit.estimate_error:
+            bars.console.print(
+                "estimating the limit's own error: re-solving with Δt/2, 2M and a finer basis",
+                markup=False,
+                highlight=False,
+            )
 
     with bars:
         yield update
@@ -198,11 +215,11 @@ def demo(
     from rnnlimit.config import demo_config
 
     run_dir = _run_dir(out_dir, "demo")
-    with _errors_as_one_line():
+    with _errors_as_one_line(run_dir):
         cfg = demo_config(quick=quick)
         _set_precision(cfg)
         out.print(f"demo study -> {run_dir}", markup=False)
-        with _progress() as progress:
+        with _progress(cfg) as progress:
             run_study(cfg, run_dir, workers=_workers(None, cfg), progress=progress)
         _report(run_dir)
 
@@ -225,9 +242,9 @@ def train(
     from rnnlimit.compare import write_train_run
 
     run_dir = _run_dir(out_dir, "train")
-    with _errors_as_one_line():
+    with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress() as progress:
+        with _progress(cfg) as progress:
             write_train_run(
                 cfg,
                 run_dir,
@@ -252,9 +269,9 @@ def limit(config: ConfigArg, out_dir: OutOpt = None) -> None:
     from rnnlimit.compare import write_limit_run
 
     run_dir = _run_dir(out_dir, "limit")
-    with _errors_as_one_line():
+    with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress() as progress:
+        with _progress(cfg) as progress:
             write_limit_run(cfg, run_dir, progress=progress)
         _report(run_dir)
 
@@ -279,9 +296,9 @@ def converge(
     from rnnlimit.compare import run_study
 
     run_dir = _run_dir(out_dir, "converge")
-    with _errors_as_one_line():
+    with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress() as progress:
+        with _progress(cfg) as progress:
             run_study(
                 cfg,
                 run_dir,
