@@ -57,7 +57,7 @@ def test_non_contractive_memory_is_refused_unless_forced() -> None:
 
 
 def test_bad_history_names_the_parameter() -> None:
-    with pytest.raises(ParameterError, match="^xs:"):
+    with pytest.raises(ParameterError, match=r"^xs:"):
         memory_fixed_point(linear_h, np.zeros(5), 1)
-    with pytest.raises(ParameterError, match="^burn_in:"):
+    with pytest.raises(ParameterError, match=r"^burn_in:"):
         memory_fixed_point(linear_h, np.zeros((5, 1)), 1, burn_in=5)

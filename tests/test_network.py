@@ -52,7 +52,7 @@ def _max_diff(a: Params, b: Params) -> float:
     )
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(shapes)
 def test_parameter_gradient_matches_jacrev(shape) -> None:
     spec, params, xs, _ = _setup(*shape)
@@ -70,7 +70,7 @@ def test_parameter_gradient_matches_jacrev(shape) -> None:
     np.testing.assert_allclose(ds, ds_auto, atol=1e-12)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(shapes)
 def test_truncated_update_is_minus_eta_grad_of_loss_with_stopped_memory(shape) -> None:
     spec, params, xs, ys = _setup(*shape)
@@ -98,7 +98,7 @@ def _unrolled_memory(spec: NetworkSpec, params: Params, xs: jax.Array) -> jax.Ar
 
 
 @pytest.mark.parametrize("clip", ["smooth", "hard"])
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(shapes)
 def test_rtrl_sensitivity_matches_jacfwd_through_unrolled_memory(clip: str, shape) -> None:
     spec, params, xs, ys = _setup(*shape, clip=clip)
@@ -120,7 +120,7 @@ def test_rtrl_sensitivity_matches_jacfwd_through_unrolled_memory(clip: str, shap
     assert _max_diff(J, jac) < 1e-10  # float64: 8 chained steps of O(1) Jacobians
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(shapes)
 def test_rtrl_update_uses_total_derivative_through_memory(shape) -> None:
     spec, params, xs, ys = _setup(*shape)

@@ -326,7 +326,8 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
     cfg = ExperimentConfig(study=StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1]))
     if quick:
         cfg = ExperimentConfig(
-            limit=LimitConfig(M=512, grid=9, dt=0.1, burn_in=100),
+            training=TrainingConfig(T=1.0),
+            limit=LimitConfig(M=256, grid=9, dt=0.1, chain_steps=4, burn_in=100),
             study=StudyConfig(widths=[100, 400], seeds=[0], n_pi=100),
         )
     return cfg.resolved()

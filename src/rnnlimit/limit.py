@@ -36,6 +36,7 @@ from rnnlimit.kernels import KernelSpec, ntk
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
+REFINEMENTS: tuple[str, ...] = ("dt", "M", "basis", "lag")
 H0 = Callable[[Array], Array]  # z (n, d+m) -> (n, m), jax-traceable
 
 
@@ -340,7 +341,7 @@ class LimitSolver:
         memory_times: Sequence[float] = (),
         h0: H0 | None = None,
         force: bool = False,
-        estimate_error: bool = True,
+        estimate_error: bool | Sequence[str] = True,
         progress: Callable[[int, int], None] | None = None,
     ) -> LimitResult:
         """Solve on ``[0, T]`` and (by default) estimate the scheme's error.
@@ -348,7 +349,8 @@ class LimitSolver:
         ``eval_points (n, d+m)`` and ``times`` (default 31 equally spaced) say where ``h_t``
         is reported; ``memory_times`` where samples of the memory law π_t are kept; ``h0`` a
         jax-traceable initial function ``z (n, d+m) -> (n, m)`` (default 0). ``force`` lets a
-        non-contractive memory map (``L ≥ 1``) through.
+        non-contractive memory map (``L ≥ 1``) through. ``estimate_error``: ``True`` for every
+        refinement in ``REFINEMENTS``, ``False`` for none, or a subset of their names.
         """
         k = self.problem.kernel
         zs = np.asarray(eval_points, dtype=float)
@@ -389,6 +391,13 @@ class LimitSolver:
                 "basis": finer,
                 "lag": replace(numerics, chain_steps=2 * numerics.chain_steps),
             }
+            if estimate_error is not True:
+                wanted = tuple(estimate_error)
+                for name in wanted:
+                    check_choice("estimate_error", name, REFINEMENTS)
+                if "lag" in wanted and "M" not in wanted:
+                    raise ParameterError("estimate_error", "'lag' needs 'M' (its noise level)")
+                refined = {k: v for k, v in refined.items() if k in wanted}
             for name, n in refined.items():
                 other = solve(n)
                 idx = np.searchsorted(other.times, base.times - 1e-12)
@@ -396,11 +405,12 @@ class LimitSolver:
             # the particle law lags π_t by a few chain steps; doubling chain_steps halves the
             # lag but also draws new random numbers and doubles the samples, exactly like the
             # 2M solve: remove that sampling noise in quadrature to keep the systematic part
-            base.error_t["lag_raw"] = base.error_t["lag"]
-            base.error_t["lag"] = np.sqrt(
-                np.maximum(base.error_t["lag"] ** 2 - base.error_t["M"] ** 2, 0.0)
-            )
-            for name in (*refined, "lag_raw"):
+            if "lag" in refined:
+                base.error_t["lag_raw"] = base.error_t["lag"]
+                base.error_t["lag"] = np.sqrt(
+                    np.maximum(base.error_t["lag"] ** 2 - base.error_t["M"] ** 2, 0.0)
+                )
+            for name in base.error_t:
                 base.error[name] = float(base.error_t[name].max())
             base.error_t["total"] = sum(base.error_t[n] for n in refined)
             base.error["total"] = float(sum(base.error[n] for n in refined))

@@ -1,0 +1,151 @@
+"""The limit solver against the closed form of the linear (memory-free) case, and bad input."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlimit.chains import AR1Chain, FilterTarget, FiniteChain, memoryless_target, stationary_law
+from rnnlimit.errors import ContractionError, ParameterError
+from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
+
+P3 = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.2, 0.5]])
+V3 = np.array([-1.0, -0.5, 0.5])  # grid nodes (17 and 9 per axis): the deposit is exact there
+ALPHA = 1.0
+
+
+def _f(x):
+    return jnp.sin(2.0 * x)
+
+
+def closed_form(kernel: KernelSpec, z: np.ndarray, times: np.ndarray):
+    """Memory off on a finite chain: ``u' = α K D_μ (f − u)`` on the support, solved by the
+    eigendecomposition of ``D^½ K D^½``; off the support ``h_t(z) = α A(z, ·) D_μ ∫(f − u)``."""
+    mu = stationary_law(FiniteChain(P3, V3))
+    supp = np.stack([V3, np.zeros(3)], 1)
+    A = ntk(kernel)
+    K = np.asarray(A(jnp.asarray(supp)))
+    f = np.sin(2 * V3)
+    Dh = np.sqrt(mu)
+    lam, Q = np.linalg.eigh(Dh[:, None] * K * Dh[None, :])
+    c = Q.T @ (Dh * f)
+    h, loss = [], []
+    for t in times:
+        decay = np.exp(-ALPHA * lam * t)
+        integral = Q @ (c * (1 - decay) / (ALPHA * lam))  # D^½ ∫_0^t (f − u)
+        h.append(ALPHA * np.asarray(A(jnp.asarray(z), jnp.asarray(supp))) @ (Dh * integral))
+        resid = Q @ (c * decay) / Dh  # f − u_t on the support
+        loss.append(0.5 * np.sum(mu * resid**2))
+    return np.stack(h)[:, :, None], np.asarray(loss)
+
+
+def _eval_grid() -> np.ndarray:
+    g = np.linspace(-1, 1, 9)
+    return np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+
+
+@pytest.mark.parametrize(("representation", "M"), [("grid", 2048), ("features", 512)])
+def test_memory_free_limit_matches_closed_form_within_reported_error(
+    representation: str, M: int
+) -> None:
+    kernel = KernelSpec()
+    problem = LimitProblem(FiniteChain(P3, V3), memoryless_target(_f), kernel, ALPHA, memory=False)
+    numerics = LimitNumerics(
+        T=2.0, dt=0.2, M=M, chain_steps=4, representation=representation, n_features=128
+    )
+    z = _eval_grid()
+    res = limit_solver(problem)(numerics, z, np.linspace(0, 2.0, 11))
+    exact, _ = closed_form(kernel, z, res.times)
+    err = np.sqrt(np.mean((res.h - exact) ** 2, axis=(1, 2))).max()
+    # the estimate (Δt/2, 2M, finer basis) is itself noisy: allow 3 of it
+    assert err <= 3.0 * res.error["total"], (err, res.error)
+    assert res.error["total"] < 0.03  # and it is small, so the check has power
+    assert np.abs(exact).max() > 0.3  # the solution moved away from h_0 = 0
+
+
+def test_memory_free_limit_loss_follows_closed_form() -> None:
+    kernel = KernelSpec()
+    problem = LimitProblem(FiniteChain(P3, V3), memoryless_target(_f), kernel, ALPHA, memory=False)
+    res = limit_solver(problem)(
+        LimitNumerics(T=2.0, dt=0.05, M=4096), _eval_grid()[:3], estimate_error=False
+    )
+    _, loss = closed_form(kernel, _eval_grid()[:1], res.loss_t)
+    # Heun's first stage sees h_{t_n}: the loss is sampled there, from M·chain_steps particles
+    # of a 3-state chain (relative sampling error ~ 1/sqrt(M) ≈ 2%)
+    np.testing.assert_allclose(res.loss, loss, rtol=0.06, atol=2e-3)
+    assert loss[-1] < 0.5 * loss[0]
+
+
+def test_heun_is_second_order_in_dt_on_the_linear_problem() -> None:
+    kernel = KernelSpec()
+    problem = LimitProblem(FiniteChain(P3, V3), memoryless_target(_f), kernel, 3.0, memory=False)
+    solver = limit_solver(problem)
+    z = _eval_grid()
+    errs = {}
+    for scheme in ("euler", "heun"):
+        # with common random numbers the Δt and Δt/2 solves share the particle noise, so the
+        # reported "dt" component isolates the time-stepping error
+        numerics = LimitNumerics(T=1.0, dt=0.1, M=256, grid=9, chain_steps=4, scheme=scheme)
+        res = solver(numerics, z, [1.0], estimate_error=["dt"])
+        errs[scheme] = res.error["dt"]
+    assert errs["heun"] < 0.25 * errs["euler"], errs
+
+
+def test_memory_law_samples_and_lipschitz_are_reported() -> None:
+    problem = LimitProblem(AR1Chain(0.6, 1.0), FilterTarget(0.6), KernelSpec())
+    res = limit_solver(problem)(
+        LimitNumerics(T=1.0, dt=0.1, M=512),
+        _eval_grid(),
+        [0.0, 1.0],
+        memory_times=[1.0],
+        estimate_error=False,
+    )
+    assert list(res.memory) == pytest.approx([1.0])
+    sample = next(iter(res.memory.values()))
+    assert sample["s"].shape == (512, 1) and np.all(np.abs(sample["s"]) <= 1)
+    assert res.lipschitz[0] == 0.0 and 0.0 < res.lipschitz[1] < 1.0
+    np.testing.assert_allclose(res.h_at(_eval_grid(), 1), res.h[1], atol=1e-12)
+
+
+def test_activation_without_closed_form_falls_back_to_quadrature_and_says_so() -> None:
+    problem = LimitProblem(
+        FiniteChain(P3, V3), memoryless_target(_f), KernelSpec(activation="tanh"), memory=False
+    )
+    res = limit_solver(problem)(
+        LimitNumerics(T=0.2, dt=0.1, M=64, grid=5), _eval_grid()[:2], estimate_error=False
+    )
+    assert res.kernel_method == "quadrature"
+    assert any("quadrature" in note for note in res.notes)
+
+
+def test_non_contractive_memory_is_refused_unless_forced() -> None:
+    problem = LimitProblem(AR1Chain(0.6, 1.0), FilterTarget(0.6), KernelSpec())
+    solver = limit_solver(problem)
+    numerics = LimitNumerics(T=0.2, dt=0.1, M=64, grid=5)
+
+    def h0(z):
+        return 3.0 * z[:, 1:]  # s ↦ clip(3 s): Lipschitz 3
+
+    with pytest.raises(ContractionError, match="force=True"):
+        solver(numerics, _eval_grid()[:2], h0=h0, estimate_error=False)
+    res = solver(numerics, _eval_grid()[:2], h0=h0, force=True, estimate_error=False)
+    assert res.lipschitz[0] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"T": 0.0}, "T"), ({"T": 1.0, "dt": 1.0}, "dt"), ({"M": 1}, "M"), ({"grid": 2}, "grid")],
+)
+def test_bad_numerics_name_the_parameter(kwargs: dict, name: str) -> None:
+    with pytest.raises(ParameterError, match=rf"^{name}:"):
+        LimitNumerics(**kwargs)
+
+
+def test_empty_evaluation_set_is_refused() -> None:
+    problem = LimitProblem(AR1Chain(), FilterTarget(), KernelSpec())
+    with pytest.raises(ParameterError, match=r"^eval_points:"):
+        limit_solver(problem)(LimitNumerics(T=1.0, dt=0.1), np.zeros((0, 2)))
+    with pytest.raises(ParameterError, match=r"^times:"):
+        limit_solver(problem)(LimitNumerics(T=1.0, dt=0.1), np.zeros((1, 2)), [2.0])
