@@ -141,3 +141,16 @@ def test_limit_and_train_runs_write_their_kinds(tmp_path):
     assert tr["tasks"][0]["N"] == 40 and tr["tasks"][0]["sup_rms_grid"] is None
     assert (tmp_path / "train" / "tasks" / "N40_seed0.npz").exists()
     assert not (tmp_path / "train" / "limit.npz").exists()
+
+
+def test_plain_init_at_beta_half_is_compared_with_the_limit_started_from_its_own_g0(
+    limit_result,
+):
+    data = tiny().model_dump()
+    data["network"]["antisymmetric"] = False
+    cfg = validate_config(data)
+    task = train_task(cfg, 80, 0, limit_result)
+    # g^N_0 is a non-zero Gaussian-process draw, and the conditional limit starts exactly there
+    assert np.abs(task["outputs"][0]).max() > 1e-3
+    assert task["rms_grid_t"][0] < 1e-12
+    assert 0.0 < task["sup_rms_grid"] < 0.3
