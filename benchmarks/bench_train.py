@@ -3,8 +3,10 @@
 A unit-step is one hidden unit advanced by one SGD step, so the rate is ``N × steps / second``.
 The idiomatic baseline is :func:`rnnlimit.train.reference_truncated_step` (a jitted
 ``value_and_grad`` update) called from a Python loop over pre-split stream rows, blocking once
-at the end. The fused trainer is :func:`rnnlimit.train.train` over one interval. Both are
-warmed up first (compile time excluded) and timed as the best of a few repeats.
+at the end. The fused trainer is :func:`rnnlimit.train.train` over one interval with
+``backend="auto"`` (the native C kernel of :mod:`rnnlimit.native` for truncated float64 when it is
+built, else JAX); ``fused jax`` is the same call with ``backend="jax"`` (the jitted XLA loop).
+All are warmed up first (compile time excluded) and timed as the best of a few repeats.
 
 Run: ``.venv/bin/python benchmarks/bench_train.py`` (add ``--quick`` for a smoke run). Appends a
 dated table to ``benchmarks/RESULTS.md``; the last printed line is
@@ -27,6 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rnnlimit import native  # noqa: E402
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream  # noqa: E402
 from rnnlimit.network import NetworkSpec, init_params  # noqa: E402
 from rnnlimit.train import reference_truncated_step, train  # noqa: E402
@@ -53,12 +56,17 @@ def bench_one(N: int, dtype, fused_work: float, ref_work: float, repeats: int) -
         AR1Chain(rho=0.6, noise=0.5), FilterTarget(a=0.6), jax.random.PRNGKey(1), K, dtype=dtype
     )
 
-    def fused(n: int, gradient: str = "truncated") -> None:
-        rec = train(spec, params, stream, alpha=1.0, gradient=gradient, n_steps=n, window=n)
+    def fused(n: int, gradient: str = "truncated", backend: str = "auto") -> None:
+        rec = train(
+            spec, params, stream, alpha=1.0, gradient=gradient, n_steps=n, window=n,
+            backend=backend,
+        )  # fmt: skip
         jax.block_until_ready(rec.params.u)
 
     fused(50)
     t_fused = _best(lambda: fused(K), repeats)
+    fused(50, backend="jax")
+    t_jax = _best(lambda: fused(K, backend="jax"), repeats)
     fused(50, "rtrl")
     t_rtrl = _best(lambda: fused(K_rtrl, "rtrl"), repeats)
 
@@ -76,16 +84,20 @@ def bench_one(N: int, dtype, fused_work: float, ref_work: float, repeats: int) -
     idiomatic(20)
     t_ref = _best(lambda: idiomatic(K_ref), repeats)
     rate = N * K / t_fused
+    rate_jax = N * K / t_jax
     rate_ref = N * K_ref / t_ref
     rate_rtrl = N * K_rtrl / t_rtrl
     return dict(
         N=N,
         dtype=jnp.dtype(dtype).name,
         fused=rate,
+        fused_jax=rate_jax,
         idiomatic=rate_ref,
         rtrl=rate_rtrl,
         ratio=rate / rate_ref,
+        ratio_jax=rate_jax / rate_ref,
         ns_fused=1e9 / rate,
+        ns_jax=1e9 / rate_jax,
         ns_idiomatic=1e9 / rate_ref,
     )
 
@@ -120,9 +132,9 @@ def main() -> None:
             rows.append(r)
             print(
                 f"N={N:>6} {r['dtype']}: fused {r['fused']:.3e} unit-steps/s "
-                f"({r['ns_fused']:.2f} ns), idiomatic {r['idiomatic']:.3e} "
-                f"({r['ns_idiomatic']:.2f} ns), ratio {r['ratio']:.1f}x, "
-                f"rtrl fused {r['rtrl']:.3e}",
+                f"({r['ns_fused']:.2f} ns), fused jax {r['ns_jax']:.2f} ns, idiomatic "
+                f"{r['idiomatic']:.3e} ({r['ns_idiomatic']:.2f} ns), ratio {r['ratio']:.1f}x "
+                f"(jax {r['ratio_jax']:.1f}x), rtrl fused {r['rtrl']:.3e}",
                 flush=True,
             )
     info = machine_info()
@@ -131,17 +143,21 @@ def main() -> None:
             f"\n## bench_train — {datetime.datetime.now().isoformat(timespec='seconds')}\n",
             f"Machine: {info}\n",
             "Truncated gradient, erf, d = m = 1; unit-steps per second (N × steps / s), "
-            "best of repeats, compile excluded. Idiomatic = jitted `value_and_grad` step "
-            "(`reference_truncated_step`) from a Python loop.\n",
-            "| N | dtype | fused (unit-steps/s) | ns/unit-step | idiomatic (unit-steps/s) "
-            "| ns/unit-step | ratio | rtrl fused (unit-steps/s) |",
-            "|---|---|---|---|---|---|---|---|",
+            "best of repeats, compile excluded. Fused = `train(backend='auto')`: the native C "
+            f"kernel for float64 (native available: {native.available()}), the jitted XLA loop "
+            "for float32; fused jax = `train(backend='jax')`. Idiomatic = jitted "
+            "`value_and_grad` step (`reference_truncated_step`) from a Python loop; "
+            "ratios are against it.\n",
+            "| N | dtype | fused (unit-steps/s) | ns/unit-step | fused jax ns/unit-step "
+            "| idiomatic (unit-steps/s) | ns/unit-step | ratio | ratio jax "
+            "| rtrl fused (unit-steps/s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['N']} | {r['dtype']} | {r['fused']:.3e} | {r['ns_fused']:.2f} "
-                f"| {r['idiomatic']:.3e} | {r['ns_idiomatic']:.2f} | {r['ratio']:.1f}x "
-                f"| {r['rtrl']:.3e} |"
+                f"| {r['ns_jax']:.2f} | {r['idiomatic']:.3e} | {r['ns_idiomatic']:.2f} "
+                f"| {r['ratio']:.1f}x | {r['ratio_jax']:.1f}x | {r['rtrl']:.3e} |"
             )
         with RESULTS.open("a") as fh:
             fh.write("\n".join(lines) + "\n")

@@ -8,7 +8,8 @@ per step k, time ``t = k / N``::
 
 The steps run fused inside one jitted ``lax.fori_loop`` per interval between record points, so
 the host is visited only to record outputs and windowed statistics; memory stays ``O(N)``
-unless a trace is asked for.
+unless a trace is asked for. Truncated float64 training runs on the native kernel
+(:mod:`rnnlimit.native`, the same skewed pass in C, vectorised) when it is built.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit import native
 from rnnlimit.chains import Stream, check_stream_values
 from rnnlimit.errors import DivergenceError, ParameterError, check_choice, check_int, check_range
 from rnnlimit.fastmath import activation_and_derivative
@@ -38,6 +40,7 @@ from rnnlimit.network import (
 
 Array = jax.Array
 GRADIENTS = ("truncated", "rtrl")
+BACKENDS = ("auto", "native", "jax")
 
 
 @dataclass
@@ -241,6 +244,89 @@ def _schedule(K: int, eval_steps: np.ndarray, window: int) -> np.ndarray:
     return np.unique(np.concatenate([[0, K], np.arange(window, K, window), eval_steps]))
 
 
+class _JaxEngine:
+    """The jitted JAX intervals (every gradient, every dtype)."""
+
+    def __init__(self, spec, gradient, trace_stride, params, xs, ys, eta, K) -> None:
+        self.spec, self.gradient, self.trace_stride = spec, gradient, trace_stride
+        self.xs, self.ys, self.eta = xs, ys, eta
+        dtype = params.u.dtype
+        self.carry: dict[str, Any] = dict(
+            params=params,
+            J=zero_sensitivity(spec, params) if gradient == "rtrl" else jnp.zeros((), dtype),
+            s=jnp.zeros((spec.m,), dtype),
+            bad=jnp.asarray(-1, jnp.int32),
+        )
+        if trace_stride:
+            self.carry["trace"] = jnp.full((-(-K // trace_stride), 3 * spec.m), jnp.nan, dtype)
+
+    def params(self) -> Params:
+        return self.carry["params"]
+
+    def snapshot(self) -> Params:
+        return self.carry["params"]
+
+    def restore(self, snap: Params) -> Params:
+        return snap
+
+    def trace(self) -> np.ndarray:
+        return np.asarray(self.carry["trace"])
+
+    def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
+        args = (self.carry, self.xs, self.ys, k0, k1, self.eta)
+        if self.gradient == "truncated":
+            self.carry = _truncated_jit(self.spec, self.trace_stride, *args)
+        else:
+            self.carry = _interval_jit(self.spec, self.gradient, self.trace_stride, *args)
+        c = self.carry
+        return int(c["bad"]), float(c["loss"]), np.asarray(c["s1"]), np.asarray(c["s2"])
+
+
+class _NativeEngine:
+    """Truncated float64 intervals on the C kernel (:class:`rnnlimit.native.TruncatedRunner`)."""
+
+    def __init__(self, spec, trace_stride, params, stream, eta) -> None:
+        p = {k: np.asarray(getattr(params, k), dtype=np.float64) for k in ("c", "w", "b", "u")}
+        self.runner = native.TruncatedRunner(
+            p["c"], p["w"], p["b"], p["u"], np.asarray(stream.x), np.asarray(stream.y),
+            activation=spec.activation, clip=spec.clip, eta=float(eta), scale=spec.scale,
+            trace_stride=trace_stride,
+        )  # fmt: skip
+
+    def params(self) -> Params:
+        c, w, b, u = (jnp.asarray(a) for a in self.runner.params())
+        return Params(c=c, w=w, b=b, u=u)
+
+    def snapshot(self) -> np.ndarray:
+        return self.runner.cols.copy()
+
+    def restore(self, snap: np.ndarray) -> Params:
+        c, w, b, u = (jnp.asarray(a) for a in self.runner.params(snap))
+        return Params(c=c, w=w, b=b, u=u)
+
+    def trace(self) -> np.ndarray:
+        return self.runner.trace
+
+    def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
+        return self.runner.run(k0, k1)
+
+
+def _use_native(spec: NetworkSpec, gradient: str, dtype: Any, backend: str) -> bool:
+    """Pick the backend; ``backend="native"`` raises when the native kernel cannot run."""
+    if backend == "jax":
+        return False
+    why = native.unsupported(spec.activation, spec.d, spec.m)
+    if gradient != "truncated":
+        why = f"the native kernel runs gradient='truncated' only, got {gradient!r}"
+    elif jnp.dtype(dtype) != jnp.float64:
+        why = f"the native kernel runs float64 only, got {jnp.dtype(dtype).name}"
+    elif not why and not native.available():
+        why = f"the native kernel is unavailable ({native.unavailable_reason()})"
+    if why and backend == "native":
+        raise ParameterError("backend", why)
+    return not why
+
+
 def train(
     spec: NetworkSpec,
     params: Params,
@@ -254,6 +340,7 @@ def train(
     window: int | None = None,
     trace_stride: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    backend: Literal["auto", "native", "jax"] = "auto",
 ) -> TrainRecord:
     """Train online on ``stream`` from ``params`` for ``n_steps`` steps (default: whole stream).
 
@@ -262,6 +349,11 @@ def train(
     moments are averaged over windows of ``window`` steps (default ``max(1, N // 10)``).
     ``progress(k_done, K)`` is called between intervals. Raises :class:`DivergenceError`
     (holding the record so far) as soon as an interval produced a non-finite output.
+
+    ``backend``: ``"jax"`` runs the jitted JAX loops; ``"native"`` the C kernel of
+    :mod:`rnnlimit.native` (truncated gradient, float64; a :class:`ParameterError` says why when
+    it cannot); ``"auto"`` (default) the native kernel where it can run, JAX elsewhere. Both give
+    the same record up to rounding.
     """
     check_range("alpha", alpha, 0.0, None, low_open=True)
     check_choice("gradient", gradient, GRADIENTS)
@@ -272,7 +364,9 @@ def train(
     window = max(1, spec.N // 10) if window is None else window
     check_int("window", window, 1)
     check_int("trace_stride", trace_stride, 0)
+    check_choice("backend", backend, BACKENDS)
     dtype = params.u.dtype
+    use_native = _use_native(spec, gradient, dtype, backend)
     zs = np.zeros((0, spec.d + spec.m)) if eval_points is None else np.asarray(eval_points, float)
     if zs.ndim != 2 or zs.shape[1] != spec.d + spec.m:
         raise ParameterError(
@@ -283,17 +377,13 @@ def train(
         raise ParameterError("eval_times", f"must lie in [0, n_steps/N = {K / spec.N:.6g}]")
     eval_steps = np.round(times * spec.N).astype(int)
     zs_dev = jnp.asarray(zs, dtype)
-    xs, ys = jnp.asarray(stream.x, dtype), jnp.asarray(stream.y, dtype)
     eta = jnp.asarray(spec.eta(alpha), dtype)
-
-    carry: dict[str, Any] = dict(
-        params=params,
-        J=zero_sensitivity(spec, params) if gradient == "rtrl" else jnp.zeros((), dtype),
-        s=jnp.zeros((spec.m,), dtype),
-        bad=jnp.asarray(-1, jnp.int32),
-    )
-    if trace_stride:
-        carry["trace"] = jnp.full((-(-K // trace_stride), 3 * spec.m), jnp.nan, dtype)
+    engine: _JaxEngine | _NativeEngine
+    if use_native:
+        engine = _NativeEngine(spec, trace_stride, params, stream, eta)
+    else:
+        xs, ys = jnp.asarray(stream.x, dtype), jnp.asarray(stream.y, dtype)
+        engine = _JaxEngine(spec, gradient, trace_stride, params, xs, ys, eta, K)
 
     outputs: dict[int, np.ndarray] = {}
     win_end: list[int] = []
@@ -310,7 +400,7 @@ def train(
         var = np.asarray(win_s2).reshape(-1, spec.m) / np.maximum(cnt, 1) - mean**2
         trace = {}
         if trace_stride:
-            tr = np.asarray(carry["trace"])[: -(-steps_done // trace_stride)]
+            tr = engine.trace()[: -(-steps_done // trace_stride)]
             m = spec.m
             trace = dict(
                 k=np.arange(tr.shape[0]) * trace_stride,
@@ -340,20 +430,14 @@ def train(
     bounds = _schedule(K, eval_steps, window)
     for k0, k1 in itertools.pairwise(bounds):
         if k0 in eval_steps and zs.size:
-            outputs[int(k0)] = np.asarray(_outputs_jit(spec, carry["params"], zs_dev))
-        last_good = carry["params"]
-        if gradient == "truncated":
-            carry = _truncated_jit(spec, trace_stride, carry, xs, ys, int(k0), int(k1), eta)
-        else:
-            carry = _interval_jit(
-                spec, gradient, trace_stride, carry, xs, ys, int(k0), int(k1), eta
-            )
-        bad = int(carry["bad"])
+            outputs[int(k0)] = np.asarray(_outputs_jit(spec, engine.params(), zs_dev))
+        last_good = engine.snapshot()
+        bad, loss, s1, s2 = engine.run(int(k0), int(k1))
         if bad >= 0:
-            raise DivergenceError(bad, record(bad, bad, last_good))
-        acc[0] += float(carry["loss"])
-        acc[1] = acc[1] + np.asarray(carry["s1"])
-        acc[2] = acc[2] + np.asarray(carry["s2"])
+            raise DivergenceError(bad, record(bad, bad, engine.restore(last_good)))
+        acc[0] += loss
+        acc[1] = acc[1] + s1
+        acc[2] = acc[2] + s2
         if k1 % window == 0 or k1 == K:
             win_end.append(int(k1))
             win_loss.append(acc[0])
@@ -362,9 +446,10 @@ def train(
             acc = [0.0, np.zeros(spec.m), np.zeros(spec.m)]
         if progress is not None:
             progress(int(k1), K)
+    final = engine.params()
     if K in eval_steps and zs.size:
-        outputs[K] = np.asarray(_outputs_jit(spec, carry["params"], zs_dev))
-    return record(K, None, carry["params"])
+        outputs[K] = np.asarray(_outputs_jit(spec, final, zs_dev))
+    return record(K, None, final)
 
 
 def reference_truncated_step(spec: NetworkSpec) -> Callable[..., tuple[Params, Array, Array]]:

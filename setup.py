@@ -1,0 +1,33 @@
+"""Build the optional native kernel (``rnnlimit._native.fused_train``, plain C loaded by ctypes).
+
+All metadata lives in ``pyproject.toml``. The extension is ``optional``: without a working C
+compiler the install still succeeds and :mod:`rnnlimit.native` reports the kernel unavailable,
+so :func:`rnnlimit.train.train` keeps to the JAX path.
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+GCC_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+
+
+class BuildExt(build_ext):
+    """Add the gcc/clang flags (not -ffast-math: NaN/Inf must survive) unless on MSVC."""
+
+    def build_extensions(self) -> None:
+        if self.compiler.compiler_type != "msvc":
+            for ext in self.extensions:
+                ext.extra_compile_args = [*GCC_FLAGS, *ext.extra_compile_args]
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "rnnlimit._native.fused_train",
+            sources=["src/rnnlimit/_native/fused_train.c"],
+            optional=True,
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+)

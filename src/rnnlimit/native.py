@@ -1,0 +1,215 @@
+"""Optional native fast path of the truncated trainer (``_native/fused_train.c``), via ctypes.
+
+The C kernel runs steps ``k0 ≤ k < k1`` of truncated online SGD in float64 exactly as
+:func:`rnnlimit.train._truncated_interval` does (the skewed single pass per step), with a
+vectorised branch-free erf/tanh/exp. It is built by ``pip install`` as an optional extension
+(``setup.py``); when the compiler was missing, or ``RNNLIMIT_NATIVE=0`` is set, :func:`available`
+is false and :func:`rnnlimit.train.train` uses the JAX path. This module needs only numpy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+_MODULE = "rnnlimit._native.fused_train"
+_ABI = 1
+ACTIVATIONS = {"erf": 0, "tanh": 1, "relu": 2}
+CLIPS = {"hard": 0, "smooth": 1}
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_INT = ctypes.c_int
+_DBL = ctypes.c_double
+
+
+def _library_path() -> Path | None:
+    """The built extension file, or None."""
+    try:
+        spec = importlib.util.find_spec(_MODULE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and Path(spec.origin).is_file():
+        return Path(spec.origin)
+    folder = Path(__file__).with_name("_native")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = folder / f"fused_train{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    path = _library_path()
+    if path is None:
+        return None, "the extension rnnlimit._native.fused_train is not built"
+    try:
+        lib = ctypes.CDLL(str(path))
+        if lib.rnnlimit_abi_version() != _ABI:
+            return None, f"{path.name} has ABI {lib.rnnlimit_abi_version()}, expected {_ABI}"
+    except (OSError, AttributeError) as exc:
+        return None, f"cannot load {path}: {exc}"
+    lib.rnnlimit_truncated.restype = _I64
+    lib.rnnlimit_truncated.argtypes = [_I64, _INT, _INT, _INT, _INT, *[_P] * 8, _I64, _I64, _I64]
+    lib.rnnlimit_truncated.argtypes += [_DBL, _DBL, _P, _P, _P, _P, _I64]
+    lib.rnnlimit_act.restype = _INT
+    lib.rnnlimit_act.argtypes = [_INT, _I64, _P, _P, _P]
+    lib.rnnlimit_exp.restype = _INT
+    lib.rnnlimit_exp.argtypes = [_I64, _P, _P]
+    lib.rnnlimit_max_dm.restype = _INT
+    return lib, ""
+
+
+def _disabled() -> bool:
+    return os.environ.get("RNNLIMIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def available() -> bool:
+    """Whether the native kernel is built, loads, and is not disabled by ``RNNLIMIT_NATIVE=0``."""
+    return not _disabled() and _load()[0] is not None
+
+
+def unavailable_reason() -> str:
+    """Why :func:`available` is false (empty string when it is true)."""
+    if _disabled():
+        return "disabled by RNNLIMIT_NATIVE=0"
+    return _load()[1]
+
+
+def _lib() -> ctypes.CDLL:
+    lib = _load()[0] if not _disabled() else None
+    if lib is None:
+        raise RuntimeError(f"native kernel unavailable: {unavailable_reason()}")
+    return lib
+
+
+def max_dm() -> int:
+    """Largest input dimension d and output dimension m the kernel accepts."""
+    return int(_lib().rnnlimit_max_dm())
+
+
+def unsupported(activation: str, d: int, m: int) -> str:
+    """Why the kernel cannot run this network ('' when it can); the availability aside."""
+    if activation not in ACTIVATIONS:
+        return f"activation {activation!r} is not in the native kernel"
+    if max(d, m) > 64:
+        return "d and m must be at most 64 for the native kernel"
+    return ""
+
+
+def _f64(a: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
+    if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape != shape:
+        raise ValueError(f"{name} must be C-contiguous float64 of shape {shape}")
+
+
+def activation(name: str, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(σ(a), σ'(a))`` as the kernel computes them (float64)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    h, hp = np.empty_like(a), np.empty_like(a)
+    _lib().rnnlimit_act(ACTIVATIONS[name], a.size, a.ctypes.data, h.ctypes.data, hp.ctypes.data)
+    return h, hp
+
+
+def exp(x: np.ndarray) -> np.ndarray:
+    """``e^x`` as the kernel computes it (float64)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.empty_like(x)
+    _lib().rnnlimit_exp(x.size, x.ctypes.data, y.ctypes.data)
+    return y
+
+
+class TruncatedRunner:
+    """State of one native truncated run: parameter columns, scratch, memory, trace.
+
+    ``cols`` is ``(2m + d + 1, N)``: rows ``c_0..c_{m-1}``, ``w_0..w_{d-1}``, ``b_0..b_{m-1}``,
+    ``u``. :meth:`run` advances steps ``k0 ≤ k < k1`` in place and returns
+    ``(bad, Σℓ, ΣS, ΣS²)`` with ``bad = -1`` unless step ``bad`` produced a non-finite loss
+    (the run stops there; the columns then hold garbage).
+    """
+
+    def __init__(
+        self,
+        c: np.ndarray,
+        w: np.ndarray,
+        b: np.ndarray,
+        u: np.ndarray,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        *,
+        activation: str,
+        clip: str,
+        eta: float,
+        scale: float,
+        trace_stride: int = 0,
+    ) -> None:
+        self._lib = _lib()
+        N, m = np.shape(c)
+        d = np.shape(w)[1]
+        why = unsupported(activation, d, m)
+        if why:
+            raise ValueError(why)
+        self.N, self.d, self.m = int(N), int(d), int(m)
+        self.cols = np.empty((2 * m + d + 1, N), dtype=np.float64)
+        self.set_params(c, w, b, u)
+        self.h = np.zeros(N)
+        self.hp = np.zeros(N)
+        self.xs = np.ascontiguousarray(xs, dtype=np.float64)
+        self.ys = np.ascontiguousarray(ys, dtype=np.float64)
+        self.K = self.xs.shape[0]
+        _f64(self.xs, "xs", (self.K, d))
+        _f64(self.ys, "ys", (self.K, m))
+        self.act, self.clip = ACTIVATIONS[activation], CLIPS[clip]
+        self.eta, self.scale = float(eta), float(scale)
+        self.s = np.zeros(m)
+        self._acc = np.zeros(1 + 2 * m)
+        self._bad = np.full(1, -1, dtype=np.int64)
+        self.trace_stride = int(trace_stride)
+        rows = -(-self.K // self.trace_stride) if self.trace_stride else 0
+        self.trace = np.full((rows, 3 * m), np.nan) if self.trace_stride else None
+
+    def set_params(self, c, w, b, u) -> None:
+        m, d = self.m, self.d
+        self.cols[:m] = np.asarray(c, dtype=np.float64).T
+        self.cols[m : m + d] = np.asarray(w, dtype=np.float64).T
+        self.cols[m + d : 2 * m + d] = np.asarray(b, dtype=np.float64).T
+        self.cols[-1] = np.asarray(u, dtype=np.float64)
+
+    def params(self, cols: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """``(c (N,m), w (N,d), b (N,m), u (N,))`` copies from ``cols`` (default: current)."""
+        cols = self.cols if cols is None else cols
+        m, d = self.m, self.d
+        return (
+            np.ascontiguousarray(cols[:m].T),
+            np.ascontiguousarray(cols[m : m + d].T),
+            np.ascontiguousarray(cols[m + d : 2 * m + d].T),
+            cols[-1].copy(),
+        )
+
+    def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
+        m, d, N = self.m, self.d, self.N
+        if not 0 <= k0 <= k1 <= self.K:
+            raise ValueError(f"need 0 <= k0 <= k1 <= K, got {k0}, {k1}, {self.K}")
+        cols = self.cols
+        ptr = cols.ctypes.data
+        row = N * 8
+        trace = self.trace.ctypes.data if self.trace is not None else None
+        self._bad[0] = -1
+        done = self._lib.rnnlimit_truncated(
+            N, d, m, self.act, self.clip,
+            ptr, ptr + m * row, ptr + (m + d) * row, ptr + (2 * m + d) * row,
+            self.h.ctypes.data, self.hp.ctypes.data, self.xs.ctypes.data, self.ys.ctypes.data,
+            self.K, k0, k1, self.eta, self.scale,
+            self.s.ctypes.data, self._acc.ctypes.data, self._bad.ctypes.data, trace,
+            self.trace_stride,
+        )  # fmt: skip
+        if done < 0:
+            raise ValueError("native kernel refused its arguments")
+        acc = self._acc
+        return int(self._bad[0]), float(acc[0]), acc[1 : 1 + m].copy(), acc[1 + m :].copy()

@@ -1,0 +1,145 @@
+"""The native truncated trainer (rnnlimit.native, _native/fused_train.c) against the JAX path."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import erf as sp_erf
+
+from rnnlimit import native
+from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream
+from rnnlimit.errors import DivergenceError, ParameterError
+from rnnlimit.network import NetworkSpec, init_params
+from rnnlimit.train import train
+
+needs_native = pytest.mark.skipif(
+    not native.available(), reason=f"native kernel unavailable: {native.unavailable_reason()}"
+)
+
+
+def _setup(N=40, d=1, m=1, K=300, activation="erf", clip="hard", seed=1):
+    spec = NetworkSpec(N=N, d=d, m=m, activation=activation, clip=clip, antisymmetric=False)
+    params = init_params(spec, jax.random.PRNGKey(seed), jnp.float64)
+
+    def f(x):
+        return jnp.sin(2.0 * jnp.mean(x) + jnp.arange(m))
+
+    stream = sample_stream(
+        AR1Chain(rho=0.6, noise=0.5, d=d),
+        FilterTarget(a=0.6, f=f, m=m),
+        jax.random.PRNGKey(seed + 7),
+        K,
+        burn_in=10,
+        dtype=jnp.float64,
+    )
+    return spec, params, stream
+
+
+def _same_record(a, b, tol=1e-12) -> None:
+    for k in ("c", "w", "b", "u"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(a.params, k)), np.asarray(getattr(b.params, k)), rtol=tol,
+            atol=tol, err_msg=k,
+        )  # fmt: skip
+    for k in ("eval_times", "window_t", "loss", "memory_mean", "memory_std", "outputs"):
+        np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=tol, atol=tol, err_msg=k)
+    assert a.steps_done == b.steps_done and a.diverged_at == b.diverged_at
+    assert a.trace.keys() == b.trace.keys()
+    for k in a.trace:
+        np.testing.assert_allclose(a.trace[k], b.trace[k], rtol=tol, atol=tol, err_msg=k)
+
+
+@needs_native
+@pytest.mark.parametrize("activation", ["erf", "tanh", "relu"])
+@pytest.mark.parametrize("clip", ["hard", "smooth"])
+@pytest.mark.parametrize(("d", "m"), [(1, 1), (2, 1), (1, 2), (2, 2), (3, 3)])
+def test_native_equals_jax(activation, clip, d, m):
+    spec, params, stream = _setup(N=40, d=d, m=m, activation=activation, clip=clip)
+    zs = np.random.default_rng(0).uniform(-1, 1, (7, d + m))
+    kw = dict(alpha=2.0, eval_points=zs, eval_times=[0.0, 1.0, 3.3, 7.5], window=16, trace_stride=3)
+    rn = train(spec, params, stream, backend="native", **kw)
+    rj = train(spec, params, stream, backend="jax", **kw)
+    _same_record(rn, rj)
+    assert np.all(np.isfinite(rn.loss))
+
+
+@needs_native
+def test_auto_picks_native_and_n_steps_short_of_stream():
+    spec, params, stream = _setup(N=64, K=250)
+    ra = train(spec, params, stream, n_steps=201, window=50, trace_stride=7)
+    rj = train(spec, params, stream, n_steps=201, window=50, trace_stride=7, backend="jax")
+    _same_record(ra, rj)
+
+
+@needs_native
+def test_native_leaves_callers_params_and_is_deterministic():
+    spec, params, stream = _setup(N=30, K=60)
+    u0 = np.asarray(params.u).copy()
+    a = train(spec, params, stream, backend="native")
+    b = train(spec, params, stream, backend="native")
+    np.testing.assert_array_equal(np.asarray(params.u), u0)
+    np.testing.assert_array_equal(np.asarray(a.params.c), np.asarray(b.params.c))
+    np.testing.assert_array_equal(a.loss, b.loss)
+
+
+@needs_native
+def test_divergence_same_step_as_jax():
+    spec, params, stream = _setup(N=20, K=400)
+    with pytest.raises(DivergenceError) as nat:
+        train(spec, params, stream, alpha=1e6, window=25, backend="native", trace_stride=2)
+    with pytest.raises(DivergenceError) as jx:
+        train(spec, params, stream, alpha=1e6, window=25, backend="jax", trace_stride=2)
+    assert nat.value.step == jx.value.step
+    rn, rj = nat.value.record, jx.value.record
+    assert rn.diverged_at == rj.diverged_at == nat.value.step
+    _same_record(rn, rj)
+
+
+@needs_native
+def test_native_erf_and_exp_match_scipy():
+    a = np.concatenate(
+        [
+            np.linspace(-30.0, 30.0, 200_001),
+            np.geomspace(1e-300, 30.0, 20_001),
+            -np.geomspace(1e-300, 30.0, 20_001),
+            [0.0, -0.0, 0.999999999, 1.0, 1.000000001, 8.0, 26.0, 27.0, 1e300],
+        ]
+    )
+    h, hp = native.activation("erf", a)
+    np.testing.assert_allclose(h, sp_erf(a), rtol=2e-16 * 4, atol=0)
+    np.testing.assert_array_equal(np.signbit(h[a == 0]), np.signbit(a[a == 0]))
+    with np.errstate(over="ignore"):
+        want = 2 / np.sqrt(np.pi) * np.exp(-(a**2))
+    np.testing.assert_allclose(hp, want, rtol=1e-15, atol=1e-305)
+    x = np.concatenate(
+        [np.linspace(-745.0, 709.7, 400_001), np.geomspace(1e-300, 700, 10_001), [0.0, -0.0]]
+    )
+    np.testing.assert_allclose(native.exp(x), np.exp(x), rtol=5e-16, atol=1e-320)  # ~2 ulp
+    ex = native.exp(np.array([-800.0, 710.0, np.inf, -np.inf, np.nan]))
+    assert ex[0] == 0 and ex[1] == np.inf and ex[2] == np.inf and ex[3] == 0
+    assert np.isnan(ex[4])
+    t, tp = native.activation("tanh", a)
+    np.testing.assert_allclose(t, np.tanh(a), rtol=4e-16, atol=0)
+    np.testing.assert_allclose(tp, 1 - np.tanh(a) ** 2, rtol=1e-15, atol=5e-16)
+    for name in ("erf", "tanh", "relu"):
+        h, _ = native.activation(name, np.array([np.nan]))
+        assert np.isnan(h[0]), name
+
+
+def test_backend_choice_is_checked(monkeypatch):
+    spec, params, stream = _setup(N=10, K=20)
+    with pytest.raises(ParameterError, match="backend"):
+        train(spec, params, stream, backend="fortran")
+    with pytest.raises(ParameterError, match="truncated"):
+        train(spec, params, stream, gradient="rtrl", backend="native")
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    with pytest.raises(ParameterError, match="float64"):
+        train(spec, p32, stream, backend="native")
+    monkeypatch.setenv("RNNLIMIT_NATIVE", "0")
+    assert not native.available()
+    with pytest.raises(ParameterError, match="RNNLIMIT_NATIVE"):
+        train(spec, params, stream, backend="native")
+    rec = train(spec, params, stream)  # auto falls back to JAX
+    assert np.all(np.isfinite(rec.loss))
