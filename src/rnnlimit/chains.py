@@ -77,6 +77,10 @@ class FiniteChain:
         logits = jnp.log(jnp.asarray(self.P))[state]
         return jax.random.categorical(key, logits)
 
+    def step_many(self, key: Array, states: Array) -> Array:
+        """One step of M independent copies (state indices ``(M,)``) with one batched draw."""
+        return jax.random.categorical(key, jnp.log(jnp.asarray(self.P))[states], axis=-1)
+
     def observe(self, state: Array) -> Array:
         return jnp.asarray(self.values)[state]
 
@@ -119,6 +123,12 @@ class AR1Chain:
     def step(self, key: Array, state: Array) -> Array:
         xi = jax.random.normal(key, state.shape, dtype=state.dtype)
         return jnp.clip(jnp.asarray(self.rho, state.dtype) @ state + self.noise * xi, -1.0, 1.0)
+
+    def step_many(self, key: Array, states: Array) -> Array:
+        """One step of M independent copies ``states (M, d)`` with one batched draw."""
+        xi = jax.random.normal(key, states.shape, dtype=states.dtype)
+        A = jnp.asarray(self.rho, states.dtype)
+        return jnp.clip(states @ A.T + self.noise * xi, -1.0, 1.0)
 
     def observe(self, state: Array) -> Array:
         return state
@@ -327,12 +337,16 @@ def advance_particles(
     """
     M = particles.r.shape[0]
 
-    def one(state: Any, r: Array, k: Array) -> tuple[Any, Array, Array, Array]:
+    def observe(state: Any, r: Array) -> tuple[Array, Array, Array]:
         x = chain.observe(state).astype(r.dtype)
         r, y = target.step(r, x)
-        return chain.step(k, state), r, x, y
+        return r, x, y
 
-    state, r, x, y = jax.vmap(one)(particles.state, particles.r, jax.random.split(key, M))
+    r, x, y = jax.vmap(observe)(particles.state, particles.r)
+    if hasattr(chain, "step_many"):  # one batched random draw instead of M keyed ones
+        state = chain.step_many(key, particles.state)
+    else:
+        state = jax.vmap(chain.step)(jax.random.split(key, M), particles.state)
     return Particles(state, r), x, y
 
 
