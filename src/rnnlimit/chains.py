@@ -125,10 +125,16 @@ class AR1Chain:
         return jnp.clip(jnp.asarray(self.rho, state.dtype) @ state + self.noise * xi, -1.0, 1.0)
 
     def step_many(self, key: Array, states: Array) -> Array:
-        """One step of M independent copies ``states (M, d)`` with one batched draw."""
-        xi = jax.random.normal(key, states.shape, dtype=states.dtype)
+        """One step of M independent copies ``states (M, d)`` with one batched draw.
+
+        The innovations are drawn in float32 and widened: for particles (a Monte Carlo
+        average with error ~1e-3) the 2^-24 resolution is irrelevant, and float64 normals
+        (an inverse-erf transform) cost about twice as much on CPU.
+        """
+        xi = jax.random.normal(key, states.shape, dtype=jnp.float32).astype(states.dtype)
         A = jnp.asarray(self.rho, states.dtype)
-        return jnp.clip(states @ A.T + self.noise * xi, -1.0, 1.0)
+        mean = jnp.sum(states[:, None, :] * A[None, :, :], axis=-1)  # A x, fused (tiny d)
+        return jnp.clip(mean + self.noise * xi, -1.0, 1.0)
 
     def observe(self, state: Array) -> Array:
         return state
