@@ -21,7 +21,9 @@ vectorised over ω and sequences, followed by a matrix product. Standard errors 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -244,6 +246,69 @@ def _history_jit(omega, stream, scale, act, part):
     return every.reshape(stream.shape[0], -1) * scale
 
 
+def _panel_rows(n: int, block: int) -> int:
+    """Rows per feature panel: a multiple of ``block``, about ``n/8`` (at least 256 rows), so that
+    panels feed efficient matrix products and several run concurrently."""
+    want = max(256, -(-n // 8))
+    return max(block, -(-min(want, n) // block) * block)
+
+
+def feature_panels(
+    omega: Omega,
+    xs: Array,
+    lengths: Array | None = None,
+    *,
+    activation_name: str = "erf",
+    readout: str = "last",
+    part: str = "ntk",
+    scale: float | None = None,
+    block: int = 64,
+    panel: int | None = None,
+    workers: int | None = None,
+    out: np.ndarray | None = None,
+) -> list[tuple[int, Array]]:
+    """Features of :func:`sequence_features` as row panels ``[(start, Φ[start:start+rows])]``.
+
+    Each panel is one jitted call (``lax.map`` over blocks of ``block`` rows, each one fused scan
+    over time); panels of equal shape share one compilation and run concurrently on ``workers``
+    threads (default: the CPU count). Only the last panel's few input rows are zero-padded to a
+    whole block (its output rows are sliced); nothing else is copied. With ``out`` (a host
+    array (n, F) of the feature dtype) each worker copies its panel into ``out`` as soon as it is
+    done, and the returned panels are views of ``out``.
+    """
+    check_choice("readout", readout, READOUTS)
+    check_choice("part", part, PARTS)
+    xs_np = np.asarray(xs, np.dtype(omega.b.dtype))
+    n, length = xs_np.shape[:2]
+    lengths_np = (np.full(n, length) if lengths is None else np.asarray(lengths)).astype(np.int32)
+    ragged = bool((lengths_np != length).any())
+    block = max(1, min(block, n))
+    panel = _panel_rows(n, block) if panel is None else max(block, panel // block * block)
+    scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
+    scale_arr = jnp.asarray(scale, xs_np.dtype)
+
+    def one(start: int) -> tuple[int, Array]:
+        rows = min(panel, n - start)
+        padded = -(-rows // block) * block
+        x, ln = xs_np[start : start + rows], lengths_np[start : start + rows]
+        if padded != rows:
+            x = np.concatenate([x, np.zeros((padded - rows, *x.shape[1:]), x.dtype)])
+            ln = np.concatenate([ln, np.full(padded - rows, length, np.int32)])
+        phi = _features_jit(omega, x, ln, scale_arr, activation_name, readout, part, ragged, block)
+        phi = jax.block_until_ready(phi if padded == rows else phi[:rows])
+        if out is None:
+            return start, phi
+        out[start : start + rows] = np.asarray(phi)
+        return start, out[start : start + rows]
+
+    starts = list(range(0, n, panel))
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or len(starts) == 1:
+        return [one(s) for s in starts]
+    with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+        return list(pool.map(one, starts))
+
+
 def sequence_features(
     omega: Omega,
     xs: Array,
@@ -253,7 +318,7 @@ def sequence_features(
     readout: str = "last",
     part: str = "ntk",
     scale: float | None = None,
-    block: int = 128,
+    block: int = 64,
 ) -> Array:
     """Feature matrix ``Φ`` (n, F) with ``Φ Φᵀ`` the kernel estimate over the samples in ``omega``.
 
@@ -262,35 +327,14 @@ def sequence_features(
     for ``part="ntk"`` (``[H, ∇_ω H]``), ``f = 1`` for ``"nngp"``, and ``r = 2`` for
     ``readout="both"`` (last and mean concatenated, so the kernels add), ``r = 1 + N_SEGMENTS``
     for ``"segments"`` (last state and the means over each quarter of the true length).
-    ``scale`` defaults to ``P^{-1/2}``. Rows are processed in blocks of ``block`` (zero-padded)
-    to stay cache-resident.
+    ``scale`` defaults to ``P^{-1/2}``. Rows are processed in blocks of ``block`` to stay
+    cache-resident, in panels computed concurrently (:func:`feature_panels`).
     """
-    check_choice("readout", readout, READOUTS)
-    check_choice("part", part, PARTS)
-    xs = jnp.asarray(xs, omega.b.dtype)
-    n = xs.shape[0]
-    lengths_np = (np.full(n, xs.shape[1]) if lengths is None else np.asarray(lengths)).astype(
-        np.int32
-    )
-    ragged = bool((lengths_np != xs.shape[1]).any())
-    block = max(1, min(block, n))
-    pad = (-n) % block
-    if pad:
-        xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)])
-        lengths_np = np.concatenate([lengths_np, np.full(pad, xs.shape[1], np.int32)])
-    scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
-    phi = _features_jit(
-        omega,
-        xs,
-        jnp.asarray(lengths_np),
-        jnp.asarray(scale, xs.dtype),
-        activation_name,
-        readout,
-        part,
-        ragged,
-        block,
-    )
-    return phi[:n]
+    panels = feature_panels(
+        omega, xs, lengths, activation_name=activation_name, readout=readout, part=part,
+        scale=scale, block=block,
+    )  # fmt: skip
+    return panels[0][1] if len(panels) == 1 else jnp.concatenate([p for _, p in panels])
 
 
 def history_features(
@@ -314,14 +358,25 @@ def history_features(
     return _history_jit(omega, stream, jnp.asarray(scale, stream.dtype), activation_name, part)
 
 
-_matmul_t = jax.jit(lambda a, b: a @ b.T)
+def host_features(omega: Omega, xs: Array, lengths: Array | None, **opts) -> np.ndarray:
+    """:func:`feature_panels` written into one preallocated host array (n, F) (C order)."""
+    width = _feature_width(int(xs.shape[2]), opts.get("readout", "last"), opts.get("part", "ntk"))
+    out = np.empty((len(xs), width * omega.b.shape[0]), np.dtype(omega.b.dtype))
+    feature_panels(omega, xs, lengths, out=out, **opts)
+    return out
+
+
+def _feature_width(d: int, readout: str, part: str) -> int:
+    """Features per ω sample: ``f·r`` (see :func:`sequence_features`)."""
+    f = d + 3 if part == "ntk" else 1
+    return f * {"both": 2, "segments": 1 + N_SEGMENTS}.get(readout, 1)
 
 
 def _gram(
     omega: Omega,
     n_batches: int,
     chunk: int,
-    features: Callable[[Omega, float], tuple[Array, Array | None]],
+    features: Callable[[Omega, float], tuple[np.ndarray, np.ndarray | None]],
     return_stderr: bool,
     diag: bool,
     norms: bool = True,
@@ -329,7 +384,8 @@ def _gram(
     """Accumulate ``K = (1/B) Σ_g Φ_g(X) Φ_g(Y)ᵀ`` over ω-groups, in ω-chunks of ``chunk``.
 
     Returns ``(K, SE or None, diag K(X,X), diag K(Y,Y))`` (diagonals only if ``norms``);
-    with ``diag=True`` ``K`` is the vector ``K(x_i, x_i)``.
+    with ``diag=True`` ``K`` is the vector ``K(x_i, x_i)``. The features arrive as host arrays;
+    the products run on host BLAS (``Φ Φᵀ`` of one array as a symmetric rank-k update).
     """
     p = omega.b.shape[0]
     m = p // n_batches
@@ -338,15 +394,23 @@ def _gram(
         kg = g1 = g2 = None
         for c in range(g * m, (g + 1) * m, chunk):
             f1, f2 = features(omega[c : min(c + chunk, (g + 1) * m)], 1.0 / math.sqrt(m))
-            n1 = jnp.sum(f1 * f1, axis=1) if norms or diag else jnp.zeros(())
-            n2 = n1 if f2 is None or not norms else jnp.sum(f2 * f2, axis=1)
-            part = n1 if diag else _matmul_t(f1, f1 if f2 is None else f2)
+            f1 = np.asarray(f1)
+            f2 = None if f2 is None else np.asarray(f2)
+            if norms or diag:
+                q1 = np.einsum("ij,ij->i", f1, f1)
+                q2 = q1 if f2 is None or not norms else np.einsum("ij,ij->i", f2, f2)
+                g1 = q1 if g1 is None else g1 + q1
+                g2 = q2 if g2 is None else g2 + q2
+            if diag:
+                kg = g1
+                continue
+            # host BLAS: Φ Φᵀ of one array is a symmetric rank-k update (half the flops)
+            part = f1 @ f1.T if f2 is None else f1 @ f2.T
             kg = part if kg is None else kg + part
-            g1 = n1 if g1 is None else g1 + n1
-            g2 = n2 if g2 is None else g2 + n2
         s1 = kg if s1 is None else s1 + kg
-        d1 = g1 if d1 is None else d1 + g1
-        d2 = g2 if d2 is None else d2 + g2
+        if g1 is not None:
+            d1 = g1 if d1 is None else d1 + g1
+            d2 = g2 if d2 is None else d2 + g2
         if return_stderr:
             s2 = kg * kg if s2 is None else s2 + kg * kg
     k = np.asarray(s1) / n_batches
@@ -354,6 +418,8 @@ def _gram(
     if return_stderr:
         var = (np.asarray(s2) - n_batches * k * k) / max(n_batches - 1, 1)
         se = np.sqrt(np.maximum(var, 0.0) / n_batches) if n_batches > 1 else np.full_like(k, np.nan)
+    if d1 is None:
+        return k, se, np.zeros(0), np.zeros(0)
     return k, se, np.asarray(d1) / n_batches, np.asarray(d2) / n_batches
 
 
@@ -372,7 +438,7 @@ def sequence_kernel(
     normalize: bool = False,
     dtype: str = "float64",
     memory_budget: int = 2**30,
-    block: int = 128,
+    block: int = 64,
 ) -> KernelFn:
     """Set up the Monte Carlo / QMC limit NTK between sequences; return ``kernel_fn``.
 
@@ -391,7 +457,7 @@ def sequence_kernel(
     check_int("block", block, 1)
     omega = sample_omega(key, n_theta, dim_in, law, method=method, n_batches=n_batches, dtype=dtype)
     itemsize = jnp.dtype(dtype).itemsize
-    width = (dim_in + 3) * {"both": 2, "segments": 1 + N_SEGMENTS}.get(readout, 1)
+    width = _feature_width(dim_in, readout, "ntk")
 
     def kernel_fn(x1, x2=None, *, part="ntk", diag=False, return_stderr=False):
         check_choice("part", part, PARTS)
@@ -407,8 +473,8 @@ def sequence_kernel(
         opts = {"activation_name": law.activation, "readout": readout, "part": part, "block": block}
 
         def features(om, scale):
-            f1 = sequence_features(om, xs1, l1, scale=scale, **opts)
-            f2 = None if b2 is None else sequence_features(om, b2[0], b2[1], scale=scale, **opts)
+            f1 = host_features(om, xs1, l1, scale=scale, **opts)
+            f2 = None if b2 is None else host_features(om, b2[0], b2[1], scale=scale, **opts)
             return f1, f2
 
         k, se, d1, d2 = _gram(omega, n_batches, chunk, features, return_stderr, diag, normalize)
