@@ -10,16 +10,13 @@ is trained on its own stream and evaluated at the same points and times::
 and the rate is the log-log least-squares slope of the error in N (expected near −1/2 until the
 floor). Data flows one way: chains → (network | limit) → compare → report. Record and l2 times
 are snapped to the limit's time grid ``k·T/n_steps`` so both sides are compared at one time.
+What a run leaves on disk, and its resumption, is :mod:`rnnlimit.rundir`.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +26,20 @@ import numpy as np
 from scipy import stats
 
 import rnnlimit
-from rnnlimit import sweep
+from rnnlimit import rundir, sweep
 from rnnlimit.chains import sample_stream
-from rnnlimit.config import ExperimentConfig, config_to_toml, load_config, validate_config
+from rnnlimit.config import ExperimentConfig, validate_config
 from rnnlimit.errors import DivergenceError, ParameterError
 from rnnlimit.kernels import ntk
 from rnnlimit.limit import LimitResult, limit_solver
 from rnnlimit.network import init_params, output_batch
+from rnnlimit.rundir import METRICS, Progress
+from rnnlimit.rundir import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported (public before rundir)
+from rnnlimit.rundir import run_kind as run_kind
+from rnnlimit.rundir import versions as versions
 from rnnlimit.train import train
 
-SCHEMA_VERSION = 1
-METRICS = ("sup_rms_grid", "sup_l2_pi")
 N_TRACE = 2000  # finite-network memory samples kept per task, over all l2 times
-Progress = Callable[[str, int, int], None] | None
 
 
 # --------------------------------------------------------------------------- where and when
@@ -264,8 +262,7 @@ def study_task(
         offsets = np.cumsum([len(grid), *(len(p) for p in pi)])
         for i in range(len(l2)):
             out[f"outputs_pi_{i}"] = g_l2[i, offsets[i] : offsets[i + 1]]
-        errs = task_errors(out, lim)
-        out.update(errs)
+        out.update(task_errors(out, lim))
     out["wall_time"] = time.perf_counter() - start
     return out
 
@@ -326,6 +323,17 @@ def fit_rate(Ns: Any, errors: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- run directories
 
 
+def study_rates(tasks: list[dict[str, Any]], floor: float | None) -> dict[str, dict[str, Any]]:
+    """:func:`fit_rate` of each metric over the tasks that did not diverge, with the limit's
+    own error ``floor`` (below which no rate can be seen)."""
+    ok = [t for t in tasks if t.get("diverged_at") is None]
+    rates = {}
+    for m in METRICS:
+        fit = fit_rate([t["N"] for t in ok], [np.nan if t.get(m) is None else t[m] for t in ok])
+        rates[m] = dict(metric=m, **fit, floor=floor)
+    return rates
+
+
 def run_study(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -364,47 +372,6 @@ def write_train_run(
     return _run(cfg, run_dir, "train", executor, scheduler, resume, workers, progress)
 
 
-def versions() -> dict[str, str]:
-    """Versions that determine the numbers: rnnlimit, JAX, numpy, python."""
-    return dict(
-        rnnlimit=rnnlimit.__version__, jax=jax.__version__, numpy=np.__version__,
-        python=platform.python_version(),
-    )  # fmt: skip
-
-
-def _prepare(cfg: ExperimentConfig, run_dir: Path, kind: str, resume: bool) -> None:
-    """Check that ``run_dir`` is new (or, with ``resume``, holds this same run); write the
-    resolved config with its provenance."""
-    path = run_dir / "config.toml"
-    if path.exists():
-        if not resume:
-            raise ParameterError(
-                "run_dir", f"{run_dir} already holds a run: resume it or choose a new directory"
-            )
-        old = load_config(path)
-        old_kind = run_kind(run_dir)
-        if old != cfg or old_kind != kind:
-            raise ParameterError(
-                "config", f"differs from the run being resumed in {run_dir} (kind {old_kind!r})"
-            )
-        return
-    if (run_dir / "tasks").exists() or (run_dir / "results.json").exists():
-        raise ParameterError("run_dir", f"{run_dir} holds results but no config.toml")
-    prov = dict(
-        kind=kind, **versions(), platform=platform.platform(), command=" ".join(sys.argv),
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    )  # fmt: skip
-    sweep.write_atomic(path, config_to_toml(cfg, extra={"provenance": prov}))
-
-
-def run_kind(run_dir: str | Path) -> str | None:
-    """The ``kind`` recorded in a run directory's ``config.toml`` provenance."""
-    import tomllib
-
-    data = tomllib.loads((Path(run_dir) / "config.toml").read_text(encoding="utf-8"))
-    return data.get("provenance", {}).get("kind")
-
-
 def _run(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -415,88 +382,25 @@ def _run(
     workers: int | None,
     progress: Progress,
 ) -> dict[str, Any]:
+    """What a run of ``kind`` computes; :mod:`rnnlimit.rundir` keeps the books."""
     cfg = validate_config(cfg).resolved()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _prepare(cfg, run_dir, kind, resume)
+    run_dir = rundir.prepare(cfg, run_dir, kind, resume)
     lim = None
     if kind != "train":
-        if resume and (run_dir / "limit.npz").exists():
-            lim = sweep.load_npz(run_dir / "limit.npz")
-        else:
+        lim = rundir.read_limit(run_dir) if resume else None
+        if lim is None:
             start = time.perf_counter()
             result = run_limit(cfg, progress)
             lim = limit_arrays(cfg, result, time.perf_counter() - start)
-            sweep.save_npz(run_dir / "limit.npz", lim)
+            rundir.write_limit(run_dir, lim)
     pairs = [] if kind == "limit" else [(N, s) for N in cfg.study.widths for s in cfg.study.seeds]
-    done = sweep.finished_tasks(run_dir) if resume else set()
     sent = None if lim is None else _task_limit(lim)
-    jobs = [(cfg.model_dump(), N, s, sent) for N, s in pairs if (N, s) not in done]
-    count = [len(pairs) - len(jobs)]
-    if progress is not None and pairs:
-        progress("tasks", count[0], len(pairs))
-
-    def finished(result: dict[str, Any]) -> None:
-        sweep.write_task(run_dir, result)
-        count[0] += 1
-        if progress is not None:
-            progress("tasks", count[0], len(pairs))
-
-    sweep.run_tasks(
-        study_task, jobs, finished, executor=executor, scheduler=scheduler, workers=workers
-    )
-    tasks = [sweep.read_task(run_dir, N, s) for N, s in pairs]
-    return _write_results(cfg, run_dir, kind, lim, tasks)
-
-
-def _rows(head: tuple, ts: Any, values: Any, metric: str | None = None) -> list[tuple]:
-    """Tidy rows ``(*head, t, [metric,] value)``."""
-    mid = () if metric is None else (metric,)
-    return [(*head, float(t), *mid, float(v)) for t, v in zip(ts, values, strict=True)]
-
-
-def _write_results(
-    cfg: ExperimentConfig, run_dir: Path, kind: str, lim: dict | None, tasks: list[dict]
-) -> dict[str, Any]:
-    """``errors.csv``, ``errors_t.csv``, ``loss.csv`` and ``results.json`` from the task files."""
-    err_rows, err_t_rows, loss_rows = [], [], []
-    for t in tasks:
-        N, s = t["N"], t["seed"]
-        loss_rows += _rows(("network", N, s), t["window_t"], t["loss"])
-        if lim is None:
-            continue
-        err_rows += [(N, s, m, t[m]) for m in METRICS]
-        err_t_rows += _rows((N, s), t["eval_times"], t["rms_grid_t"], "rms_grid")
-        err_t_rows += _rows((N, s), lim["memory_times"], t["l2_pi_t"], "l2_pi")
-    summary = None
-    if lim is not None:
-        summary = json.loads(str(lim["summary_json"]))
-        loss_rows += _rows(("limit", None, None), lim["loss_t"], lim["loss"])
-    sweep.write_csv(run_dir / "errors.csv", ("N", "seed", "metric", "value"), err_rows)
-    sweep.write_csv(run_dir / "errors_t.csv", ("N", "seed", "t", "metric", "value"), err_t_rows)
-    sweep.write_csv(run_dir / "loss.csv", ("source", "N", "seed", "t", "loss"), loss_rows)
-    scalars = (
-        "N",
-        "seed",
-        *METRICS,
-        "wall_time",
-        "steps",
-        "diverged_at",
-        "loss_first",
-        "loss_last",
-    )
-    rows = [{k: t.get(k) for k in scalars} for t in tasks]
-    rates, rate = {}, None
-    if kind == "converge":
-        ok = [r for r in rows if r["diverged_at"] is None]
-        floor = (summary or {}).get("error", {}).get("total")
-        for m in METRICS:
-            fit = fit_rate([r["N"] for r in ok], [np.nan if r[m] is None else r[m] for r in ok])
-            rates[m] = dict(metric=m, **fit, floor=floor)
-        rate = rates["sup_rms_grid"]
-    results = dict(
-        schema_version=SCHEMA_VERSION, kind=kind, config=cfg.model_dump(exclude_none=True),
-        limit=summary, tasks=rows, rate=rate, rates=rates, versions=versions(),
+    jobs = {(N, s): (cfg.model_dump(), N, s, sent) for N, s in pairs}
+    tasks = rundir.complete_tasks(
+        run_dir, study_task, jobs, resume=resume, executor=executor, scheduler=scheduler,
+        workers=workers, progress=progress,
     )  # fmt: skip
-    sweep.save_json(run_dir / "results.json", results)
-    return sweep.jsonable(results)
+    rates = {}
+    if kind == "converge":
+        rates = study_rates(tasks, rundir.limit_summary(lim).get("error", {}).get("total"))
+    return rundir.write_results(cfg, run_dir, kind, lim, tasks, rates)
