@@ -97,6 +97,27 @@ INLINE void exp_parts(double x, double *ne, double *de, double *s1, double *s2) 
     *s2 = bits_to_double((uint64_t)(k2 + 1023) << 52);
 }
 
+/* The same with one power of two, for the activations: `neg` (x <= 0, erf) clamps x at -708,
+ * else (x >= 0, tanh) at 709, so 2^k stays normal. Past the clamp erf' is ~1e-308 instead of a
+ * subnormal or zero (absolute error below 4e-308) and tanh is +-1 either way. */
+INLINE void exp_parts1(const int neg, double x, double *ne, double *de, double *s) {
+    if (neg)
+        x = x < -708.0 ? -708.0 : x;
+    else
+        x = x > 709.0 ? 709.0 : x;
+    double kd = x * LOG2E + SHIFTER;
+    int64_t k = (int64_t)(double_to_bits(kd) - double_to_bits(SHIFTER));
+    kd -= SHIFTER;
+    double r = x - kd * LN2_HI;
+    r = r - kd * LN2_LO;
+    double rr = r * r;
+    double px = r * ((EXP_P0 * rr + EXP_P1) * rr + EXP_P2);
+    double qx = ((EXP_Q0 * rr + EXP_Q1) * rr + EXP_Q2) * rr + EXP_Q3;
+    *ne = qx + px;
+    *de = qx - px;
+    *s = bits_to_double((uint64_t)(k + 1023) << 52);
+}
+
 INLINE double exp_inline(double x) {
     double ne, de, s1, s2;
     exp_parts(x, &ne, &de, &s1, &s2);
@@ -141,9 +162,9 @@ static const double TWO_OVER_SQRT_PI = 1.1283791670955126;
 
 INLINE void erf_pair(double a, double *h, double *hp) {
     double t = a * a;
-    double ne, de, s1, s2;
-    exp_parts(-t, &ne, &de, &s1, &s2);
-    double E = (ne * s1) * s2;
+    double ne, de, s1;
+    exp_parts1(1, -t, &ne, &de, &s1);
+    double E = ne * s1;
     double ax = fabs(a);
     const int64_t small = mask_of(ax < 1.0);
     double xl = ax > 8.0 ? 8.0 : ax;
@@ -176,9 +197,9 @@ INLINE void erf_pair(double a, double *h, double *hp) {
 INLINE double tanh_inline(double a) {
     double ax = fabs(a);
     const int64_t small = mask_of(ax < 0.625);
-    double ne, de, s1, s2;
-    exp_parts(ax + ax, &ne, &de, &s1, &s2);
-    double E = (ne * s1) * s2;
+    double ne, de, s1;
+    exp_parts1(0, ax + ax, &ne, &de, &s1);
+    double E = ne * s1;
     double t = a * a;
     double P = (TANH_P0 * t + TANH_P1) * t + TANH_P2;
     double Q = ((t + TANH_Q1) * t + TANH_Q2) * t + TANH_Q3;
