@@ -21,11 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit.activations import ACTIVATIONS, activation
+from rnnlimit.activations import ACTIVATIONS, CLIPS, activation, psi
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
 
 Array = jax.Array
-CLIPS = ("hard", "smooth")
 C_INITS = ("rademacher", "gaussian")
 
 
@@ -150,11 +149,8 @@ def output_batch(spec: NetworkSpec, params: Params, z: Array, block: int = 256) 
 
 
 def clip_memory(spec: NetworkSpec, g: Array) -> tuple[Array, Array]:
-    """``(ψ(g), ψ'(g))``: hard clip into ``[-1, 1]`` or ``tanh``, elementwise."""
-    if spec.clip == "hard":
-        return jnp.clip(g, -1.0, 1.0), (jnp.abs(g) < 1.0).astype(g.dtype)
-    t = jnp.tanh(g)
-    return t, 1.0 - t * t
+    """``(ψ(g), ψ'(g))`` for this network's clip (:func:`rnnlimit.activations.psi`)."""
+    return psi(spec.clip, g)
 
 
 def output_and_gradients(
