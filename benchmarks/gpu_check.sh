@@ -16,10 +16,10 @@ run() {  # name, seconds, command...
   timeout "$secs" "$@" > "$OUT/$name.txt" 2>&1
   echo "$name rc=$? wall=$((SECONDS - t0))s" >> "$OUT/summary.txt"
 }
-run tests 170 $PY -m pytest -p no:cacheprovider -x tests/test_kernels.py tests/test_network.py \
-  tests/test_memory.py tests/test_limit.py tests/test_chains.py
-run bench_limit 150 $PY benchmarks/bench_limit.py
-run bench_train 90 $PY benchmarks/bench_train.py
-run bench_seqkernel 60 $PY benchmarks/bench_seqkernel.py
+run tests 150 $PY -m pytest -p no:cacheprovider tests/test_kernels.py tests/test_memory.py \
+  tests/test_limit.py tests/test_chains.py tests/test_network.py
+run bench_limit 140 $PY benchmarks/bench_limit.py
+run bench_train 120 $PY benchmarks/bench_train.py
+run bench_seqkernel 50 $PY benchmarks/bench_seqkernel.py
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
 cat "$OUT/summary.txt"
