@@ -137,3 +137,45 @@ def test_segment_means_average_to_the_time_mean():
     last = np.asarray(sequence_features(om, xs, readout="last")).reshape(2, 16, 5)
     np.testing.assert_allclose(seg[:, :, 0], last, rtol=1e-12)
     np.testing.assert_allclose(seg[:, :, 1:].mean(axis=2), mean, rtol=1e-12)
+
+
+def test_bidirectional_features_give_psd_sum_of_kernels():
+    from rnnlimit.datasets import as_batch, reverse
+
+    xs, lengths = as_batch(SEQS, 2)
+    rev = reverse(xs, lengths)
+    assert np.array_equal(rev[0, :5], xs[0, :5][::-1]) and not rev[2, 3:].any()
+    assert np.array_equal(reverse(rev, lengths), xs)
+    om = sample_omega(jax.random.PRNGKey(1), 64, 2, OmegaLaw())
+    f, r = sequence_features(om, xs, lengths), sequence_features(om, rev, lengths)
+    both = np.concatenate([f, r], axis=1)
+    kf = _kernel(n_theta=64, readout="last", key=jax.random.PRNGKey(1))
+    gram = both @ both.T
+    np.testing.assert_allclose(gram, kf((xs, lengths)) + kf((rev, lengths)), rtol=1e-10)
+    assert np.linalg.eigvalsh(gram).min() > -1e-10
+
+
+def test_feature_panels_and_host_features_match_single_pass():
+    from rnnlimit.seqkernel import feature_panels, host_features
+
+    xs = RNG.uniform(-1, 1, (37, 6, 2))
+    lengths = RNG.integers(1, 7, 37)
+    om = sample_omega(jax.random.PRNGKey(2), 16, 2, OmegaLaw())
+    ref = np.asarray(sequence_features(om, xs, lengths, readout="segments", block=37))
+    panels = feature_panels(om, xs, lengths, readout="segments", block=4, panel=8, workers=2)
+    assert [s for s, _ in panels] == list(range(0, 37, 8))
+    np.testing.assert_allclose(np.concatenate([p for _, p in panels]), ref, rtol=1e-12)
+    host = host_features(om, xs, lengths, readout="segments", block=5)
+    np.testing.assert_allclose(host, ref, rtol=1e-12)
+
+
+def test_channel_standardisation_uses_given_statistics():
+    from rnnlimit.datasets import as_batch, channel_stats, standardize
+
+    xs, lengths = as_batch(SEQS, 2)
+    mean, sd = channel_stats(xs, lengths)
+    z = standardize(xs, lengths, mean, sd)
+    live = np.concatenate([z[i, :n] for i, n in enumerate(lengths)])
+    np.testing.assert_allclose(live.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(live.std(axis=0), 1.0, rtol=1e-12)
+    assert not z[2, 3:].any()

@@ -115,3 +115,28 @@ def load_ucr(name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     seqs = [np.asarray(s, np.float64).T for s in x]  # aeon: (channels, L) per case
     xs, lengths = as_batch(seqs)
     return xs, lengths, np.asarray(y)
+
+
+def channel_stats(xs: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd (d,) of each channel over all true time steps of a set (e.g. a train split)."""
+    mask = (np.arange(xs.shape[1])[None, :] < lengths[:, None])[..., None]
+    cnt = mask.sum(axis=(0, 1))
+    mean = (xs * mask).sum(axis=(0, 1)) / cnt
+    sd = np.sqrt((((xs - mean) * mask) ** 2).sum(axis=(0, 1)) / cnt)
+    return mean, np.where(sd > 1e-8, sd, 1.0)
+
+
+def standardize(
+    xs: np.ndarray, lengths: np.ndarray, mean: np.ndarray, sd: np.ndarray, scale: float = 1.0
+) -> np.ndarray:
+    """Per-channel standardisation with given statistics (see :func:`channel_stats`), times
+    ``scale``; unlike :func:`znormalize` it keeps each series' level and amplitude (padding 0)."""
+    mask = (np.arange(xs.shape[1])[None, :] < lengths[:, None])[..., None]
+    return (xs - mean) / sd * mask * scale
+
+
+def reverse(xs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each sequence reversed in time within its true length (padding stays at the end)."""
+    idx = lengths[:, None] - 1 - np.arange(xs.shape[1])[None, :]
+    out = np.take_along_axis(xs, np.maximum(idx, 0)[..., None], axis=1)
+    return out * (idx >= 0)[..., None]
