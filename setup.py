@@ -8,7 +8,8 @@ so :func:`rnnlimit.train.train` keeps to the JAX path.
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-GCC_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+GCC_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-pthread"]
+LINK_FLAGS = ["-pthread"]  # the kernel's optional 2-thread split of the units
 
 
 class BuildExt(build_ext):
@@ -18,6 +19,7 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type != "msvc":
             for ext in self.extensions:
                 ext.extra_compile_args = [*GCC_FLAGS, *ext.extra_compile_args]
+                ext.extra_link_args = [*LINK_FLAGS, *ext.extra_link_args]
         super().build_extensions()
 
 

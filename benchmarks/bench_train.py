@@ -56,15 +56,21 @@ def bench_one(N: int, dtype, fused_work: float, ref_work: float, repeats: int) -
         AR1Chain(rho=0.6, noise=0.5), FilterTarget(a=0.6), jax.random.PRNGKey(1), K, dtype=dtype
     )
 
-    def fused(n: int, gradient: str = "truncated", backend: str = "auto") -> None:
+    def fused(n: int, gradient: str = "truncated", backend: str = "auto", threads: int = 0) -> None:
         rec = train(
             spec, params, stream, alpha=1.0, gradient=gradient, n_steps=n, window=n,
-            backend=backend,
+            backend=backend, native_threads=threads,
         )  # fmt: skip
         jax.block_until_ready(rec.params.u)
 
     fused(50)
     t_fused = _best(lambda: fused(K), repeats)
+    ns_t = {1: float("nan"), 2: float("nan")}
+    if dtype == jnp.float64 and native.available():
+        for th in (1, 2):
+            fused(50, backend="native", threads=th)
+            ns_t[th] = 1e9 * _best(lambda th=th: fused(K, backend="native", threads=th), repeats)
+            ns_t[th] /= N * K
     fused(50, backend="jax")
     t_jax = _best(lambda: fused(K, backend="jax"), repeats)
     fused(50, "rtrl")
@@ -99,6 +105,9 @@ def bench_one(N: int, dtype, fused_work: float, ref_work: float, repeats: int) -
         ns_fused=1e9 / rate,
         ns_jax=1e9 / rate_jax,
         ns_idiomatic=1e9 / rate_ref,
+        ns_1t=ns_t[1],
+        ns_2t=ns_t[2],
+        threads=native.resolve_threads(0, N) if ns_t[1] == ns_t[1] else 0,
     )
 
 
@@ -134,7 +143,8 @@ def main() -> None:
                 f"N={N:>6} {r['dtype']}: fused {r['fused']:.3e} unit-steps/s "
                 f"({r['ns_fused']:.2f} ns), fused jax {r['ns_jax']:.2f} ns, idiomatic "
                 f"{r['idiomatic']:.3e} ({r['ns_idiomatic']:.2f} ns), ratio {r['ratio']:.1f}x "
-                f"(jax {r['ratio_jax']:.1f}x), rtrl fused {r['rtrl']:.3e}",
+                f"(jax {r['ratio_jax']:.1f}x), rtrl fused {r['rtrl']:.3e}, native 1 thread "
+                f"{r['ns_1t']:.2f} ns, 2 threads {r['ns_2t']:.2f} ns (auto {r['threads']})",
                 flush=True,
             )
     info = machine_info()
@@ -147,17 +157,20 @@ def main() -> None:
             f"kernel for float64 (native available: {native.available()}), the jitted XLA loop "
             "for float32; fused jax = `train(backend='jax')`. Idiomatic = jitted "
             "`value_and_grad` step (`reference_truncated_step`) from a Python loop; "
-            "ratios are against it.\n",
+            "ratios are against it. The native kernel's thread count is the auto choice "
+            f"(2 threads for N >= {native.THREADS_MIN_N} on >= 2 cores); native 1t / 2t are "
+            "the same call forced to 1 / 2 threads, timed in the same run (wall clock).\n",
             "| N | dtype | fused (unit-steps/s) | ns/unit-step | fused jax ns/unit-step "
             "| idiomatic (unit-steps/s) | ns/unit-step | ratio | ratio jax "
-            "| rtrl fused (unit-steps/s) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| rtrl fused (unit-steps/s) | native threads (auto) | native 1t ns | native 2t ns |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['N']} | {r['dtype']} | {r['fused']:.3e} | {r['ns_fused']:.2f} "
                 f"| {r['ns_jax']:.2f} | {r['idiomatic']:.3e} | {r['ns_idiomatic']:.2f} "
-                f"| {r['ratio']:.1f}x | {r['ratio_jax']:.1f}x | {r['rtrl']:.3e} |"
+                f"| {r['ratio']:.1f}x | {r['ratio_jax']:.1f}x | {r['rtrl']:.3e} "
+                f"| {r['threads']} | {r['ns_1t']:.2f} | {r['ns_2t']:.2f} |"
             )
         with RESULTS.open("a") as fh:
             fh.write("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,3 +145,39 @@ def test_backend_choice_is_checked(monkeypatch):
         train(spec, params, stream, backend="native")
     rec = train(spec, params, stream)  # auto falls back to JAX
     assert np.all(np.isfinite(rec.loss))
+
+
+@needs_native
+@pytest.mark.parametrize(("d", "m", "activation"), [(1, 1, "erf"), (2, 2, "tanh"), (3, 2, "erf")])
+def test_native_two_threads_match_one_and_are_deterministic(monkeypatch, d, m, activation):
+    monkeypatch.delenv("RNNLIMIT_NATIVE_THREADS", raising=False)
+    spec, params, stream = _setup(N=4096, d=d, m=m, K=200, activation=activation)
+    kw = dict(alpha=2.0, window=50, trace_stride=7, backend="native")
+    r1 = train(spec, params, stream, native_threads=1, **kw)
+    r2 = train(spec, params, stream, native_threads=2, **kw)
+    r2b = train(spec, params, stream, native_threads=2, **kw)
+    _same_record(r1, r2)
+    _same_record(r2, r2b, tol=0.0)
+    for k in ("c", "w", "b", "u"):
+        assert np.array_equal(np.asarray(getattr(r2.params, k)), np.asarray(getattr(r2b.params, k)))
+
+
+@needs_native
+def test_native_threads_resolution(monkeypatch):
+    monkeypatch.delenv("RNNLIMIT_NATIVE_THREADS", raising=False)
+    assert native.resolve_threads(1, 10**6) == 1
+    assert native.resolve_threads(0, 100) == 1
+    big = native.THREADS_MIN_N
+    expect = 2 if (os.cpu_count() or 1) >= 2 else 1
+    assert native.resolve_threads(0, big) == expect
+    monkeypatch.setenv("RNNLIMIT_NATIVE_THREADS", "1")
+    assert native.resolve_threads(2, big) == 1
+    monkeypatch.setenv("RNNLIMIT_NATIVE_THREADS", "x")
+    with pytest.raises(ValueError):
+        native.resolve_threads(0, big)
+    monkeypatch.delenv("RNNLIMIT_NATIVE_THREADS")
+    with pytest.raises(ValueError):
+        native.resolve_threads(3, big)
+    spec, params, stream = _setup(N=8, K=20)
+    with pytest.raises(ParameterError):
+        train(spec, params, stream, native_threads=3)

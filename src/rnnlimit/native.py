@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 _MODULE = "rnnlimit._native.fused_train"
-_ABI = 1
+_ABI = 2
+#: Smallest N for which ``threads=0`` (auto) uses 2 threads; measured (benchmarks/RESULTS.md).
+THREADS_MIN_N = 4096
 ACTIVATIONS = {"erf": 0, "tanh": 1, "relu": 2}
 CLIPS = {"hard": 0, "smooth": 1}
 
@@ -58,7 +60,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, f"cannot load {path}: {exc}"
     lib.rnnlimit_truncated.restype = _I64
     lib.rnnlimit_truncated.argtypes = [_I64, _INT, _INT, _INT, _INT, *[_P] * 8, _I64, _I64, _I64]
-    lib.rnnlimit_truncated.argtypes += [_DBL, _DBL, _P, _P, _P, _P, _I64]
+    lib.rnnlimit_truncated.argtypes += [_DBL, _DBL, _P, _P, _P, _P, _I64, _INT]
+    lib.rnnlimit_threads_supported.restype = _INT
     lib.rnnlimit_act.restype = _INT
     lib.rnnlimit_act.argtypes = [_INT, _I64, _P, _P, _P]
     lib.rnnlimit_exp.restype = _INT
@@ -104,6 +107,29 @@ def unsupported(activation: str, d: int, m: int) -> str:
     return ""
 
 
+def resolve_threads(threads: int, N: int) -> int:
+    """Threads the kernel uses for ``N`` units: 1 or 2.
+
+    ``threads`` 1 or 2 forces that many; 0 (auto) means 2 when ``N >= THREADS_MIN_N`` and
+    ``os.cpu_count() >= 2``, else 1. The environment variable ``RNNLIMIT_NATIVE_THREADS``
+    (0, 1 or 2) overrides the argument. 2 falls back to 1 when the kernel was built without
+    thread support.
+    """
+    env = os.environ.get("RNNLIMIT_NATIVE_THREADS", "").strip()
+    if env:
+        try:
+            threads = int(env)
+        except ValueError:
+            raise ValueError(f"RNNLIMIT_NATIVE_THREADS must be 0, 1 or 2, got {env!r}") from None
+    if threads not in (0, 1, 2):
+        raise ValueError(f"threads must be 0 (auto), 1 or 2, got {threads!r}")
+    if threads == 0:
+        threads = 2 if N >= THREADS_MIN_N and (os.cpu_count() or 1) >= 2 else 1
+    if threads == 2 and not _lib().rnnlimit_threads_supported():
+        threads = 1
+    return threads
+
+
 def _f64(a: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
     if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape != shape:
         raise ValueError(f"{name} must be C-contiguous float64 of shape {shape}")
@@ -129,8 +155,9 @@ class TruncatedRunner:
     """State of one native truncated run: parameter columns, scratch, memory, trace.
 
     ``cols`` is ``(2m + d + 1, N)``: rows ``c_0..c_{m-1}``, ``w_0..w_{d-1}``, ``b_0..b_{m-1}``,
-    ``u``. :meth:`run` advances steps ``k0 ≤ k < k1`` in place and returns
-    ``(bad, Σℓ, ΣS, ΣS²)`` with ``bad = -1`` unless step ``bad`` produced a non-finite loss
+    ``u``. ``threads`` (0 = auto, 1, 2; see :func:`resolve_threads`) splits the units between
+    that many threads inside the kernel. :meth:`run` advances steps ``k0 ≤ k < k1`` in place and
+    returns ``(bad, Σℓ, ΣS, ΣS²)`` with ``bad = -1`` unless step ``bad`` produced a non-finite loss
     (the run stops there; the columns then hold garbage).
     """
 
@@ -148,6 +175,7 @@ class TruncatedRunner:
         eta: float,
         scale: float,
         trace_stride: int = 0,
+        threads: int = 0,
     ) -> None:
         self._lib = _lib()
         N, m = np.shape(c)
@@ -156,6 +184,7 @@ class TruncatedRunner:
         if why:
             raise ValueError(why)
         self.N, self.d, self.m = int(N), int(d), int(m)
+        self.threads = resolve_threads(threads, self.N)
         self.cols = np.empty((2 * m + d + 1, N), dtype=np.float64)
         self.set_params(c, w, b, u)
         self.h = np.zeros(N)
@@ -207,7 +236,7 @@ class TruncatedRunner:
             self.h.ctypes.data, self.hp.ctypes.data, self.xs.ctypes.data, self.ys.ctypes.data,
             self.K, k0, k1, self.eta, self.scale,
             self.s.ctypes.data, self._acc.ctypes.data, self._bad.ctypes.data, trace,
-            self.trace_stride,
+            self.trace_stride, self.threads,
         )  # fmt: skip
         if done < 0:
             raise ValueError("native kernel refused its arguments")

@@ -285,12 +285,12 @@ class _JaxEngine:
 class _NativeEngine:
     """Truncated float64 intervals on the C kernel (:class:`rnnlimit.native.TruncatedRunner`)."""
 
-    def __init__(self, spec, trace_stride, params, stream, eta) -> None:
+    def __init__(self, spec, trace_stride, params, stream, eta, threads=0) -> None:
         p = {k: np.asarray(getattr(params, k), dtype=np.float64) for k in ("c", "w", "b", "u")}
         self.runner = native.TruncatedRunner(
             p["c"], p["w"], p["b"], p["u"], np.asarray(stream.x), np.asarray(stream.y),
             activation=spec.activation, clip=spec.clip, eta=float(eta), scale=spec.scale,
-            trace_stride=trace_stride,
+            trace_stride=trace_stride, threads=threads,
         )  # fmt: skip
 
     def params(self) -> Params:
@@ -341,6 +341,7 @@ def train(
     trace_stride: int = 0,
     progress: Callable[[int, int], None] | None = None,
     backend: Literal["auto", "native", "jax"] = "auto",
+    native_threads: int = 0,
 ) -> TrainRecord:
     """Train online on ``stream`` from ``params`` for ``n_steps`` steps (default: whole stream).
 
@@ -353,7 +354,9 @@ def train(
     ``backend``: ``"jax"`` runs the jitted JAX loops; ``"native"`` the C kernel of
     :mod:`rnnlimit.native` (truncated gradient, float64; a :class:`ParameterError` says why when
     it cannot); ``"auto"`` (default) the native kernel where it can run, JAX elsewhere. Both give
-    the same record up to rounding.
+    the same record up to rounding. ``native_threads`` (0 = auto, 1, 2) is the number of
+    threads the native kernel splits the units between (:func:`rnnlimit.native.resolve_threads`;
+    the environment variable ``RNNLIMIT_NATIVE_THREADS`` overrides it).
     """
     check_range("alpha", alpha, 0.0, None, low_open=True)
     check_choice("gradient", gradient, GRADIENTS)
@@ -365,6 +368,7 @@ def train(
     check_int("window", window, 1)
     check_int("trace_stride", trace_stride, 0)
     check_choice("backend", backend, BACKENDS)
+    check_int("native_threads", native_threads, 0, 2)
     dtype = params.u.dtype
     use_native = _use_native(spec, gradient, dtype, backend)
     zs = np.zeros((0, spec.d + spec.m)) if eval_points is None else np.asarray(eval_points, float)
@@ -380,7 +384,7 @@ def train(
     eta = jnp.asarray(spec.eta(alpha), dtype)
     engine: _JaxEngine | _NativeEngine
     if use_native:
-        engine = _NativeEngine(spec, trace_stride, params, stream, eta)
+        engine = _NativeEngine(spec, trace_stride, params, stream, eta, native_threads)
     else:
         xs, ys = jnp.asarray(stream.x, dtype), jnp.asarray(stream.y, dtype)
         engine = _JaxEngine(spec, gradient, trace_stride, params, xs, ys, eta, K)

@@ -16,10 +16,31 @@
  *   rnnlimit_act(...)              sigma and sigma' of the kernel's activations (tests)
  *   rnnlimit_exp(...)              the kernel's exp (tests)
  *   rnnlimit_abi_version()         bumped when the signature changes
+ *
+ * Two threads (nthreads = 2, pthreads; the helper is created once per call and joined at its
+ * end) share each step's pass: the units are cut into fixed chunks (<= 64, >= 512 units,
+ * multiples of 8) that either thread claims from a generation-tagged atomic counter; each
+ * chunk's partial sums sum_i c_j h_i go to that chunk's cache-line-padded slot and the leader
+ * (the calling thread) adds the slots in chunk order once all are done, then does the scalar
+ * per-step work alone. Dynamic claiming rather than fixed halves: on a loaded machine a
+ * descheduled helper then stalls the leader for at most the chunk it holds, not a whole step.
+ * The result does not depend on which thread ran which chunk (bit-identical run to run) and
+ * differs from one thread only in the summation order of g. Waits spin with pause, then
+ * sched_yield.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#if !defined(_WIN32) && !defined(__STDC_NO_ATOMICS__) && \
+    (defined(__unix__) || defined(__APPLE__))
+#define HAVE_THREADS 1
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#else
+#define HAVE_THREADS 0
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -335,11 +356,132 @@ typedef struct {
     int64_t trace_stride;
 } job_t;
 
+#define MAX_CHUNKS 64
+#define MIN_CHUNK 512
+#define SPINS_BEFORE_YIELD 2000
+
+/* Shared by the two threads of one call. The leader (thread 0) publishes each pass's scalars,
+ * then sets `claim` = gen << 32 (release); both threads claim chunk indices by CAS on `claim`
+ * (a stale generation claims nothing), run the pass over that chunk into part[chunk] and
+ * count it in `done`. The leader waits for done == nchunks and sums part[0..nchunks) in
+ * order. */
+typedef struct {
+#if HAVE_THREADS
+    _Alignas(64) _Atomic uint64_t claim;
+    _Alignas(64) atomic_int_fast64_t done;
+    _Alignas(64) atomic_int quit;
+#endif
+    _Alignas(64) const double *ee, *x, *s, *xn, *sn;
+    int64_t nchunks, chunk;
+    int nt;
+    _Alignas(64) double part[MAX_CHUNKS][MAX_DM]; /* 512 B (cache-line multiple) per chunk */
+} shared_t;
+
+INLINE void spin_pause(int *spins) {
+#if HAVE_THREADS
+    if (*spins < SPINS_BEFORE_YIELD) {
+        ++*spins;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+#else
+    (void)spins;
+#endif
+}
+
+#if HAVE_THREADS
+/* Claim the next chunk of generation gen; -1 when none is left (or gen is stale). */
+INLINE int64_t claim_chunk(shared_t *S, uint64_t gen) {
+    uint64_t cur = atomic_load_explicit(&S->claim, memory_order_acquire);
+    for (;;) {
+        if ((cur >> 32) != gen || (int64_t)(cur & 0xffffffffu) >= S->nchunks) return -1;
+        if (atomic_compare_exchange_weak_explicit(&S->claim, &cur, cur + 1,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return (int64_t)(cur & 0xffffffffu);
+    }
+}
+#endif
+
 /* D, M > 0: specialised pass; D = M = 0: generic pass with J->d, J->m. */
+#define PASS(I0, I1, EE, X, S_, XN, SN, G)                                                     \
+    do {                                                                                       \
+        if (D)                                                                                 \
+            unit_pass2(D, M, ACT, I0, I1, N, J->c, J->w, J->b, J->u, J->h, J->hp, EE, X, S_,    \
+                       XN, SN, G);                                                             \
+        else                                                                                   \
+            unit_pass_any(ACT, d, m, I0, I1, N, J->c, J->w, J->b, J->u, J->h, J->hp, EE, X,     \
+                          S_, XN, SN, G);                                                      \
+    } while (0)
+
+/* Claim and run chunks of generation gen until none is left. */
+INLINE void run_chunks(const int D, const int M, const int ACT, job_t *J, shared_t *S,
+                       uint64_t gen) {
+#if HAVE_THREADS
+    const int d = D ? D : J->d, m = M ? M : J->m;
+    const int64_t N = J->N;
+    int64_t ch;
+    while ((ch = claim_chunk(S, gen)) >= 0) {
+        const int64_t i0 = ch * S->chunk, i1 = i0 + S->chunk < N ? i0 + S->chunk : N;
+        PASS(i0, i1, S->ee, S->x, S->s, S->xn, S->sn, S->part[ch]);
+        atomic_fetch_add_explicit(&S->done, 1, memory_order_release);
+    }
+#else
+    (void)J, (void)S, (void)gen;
+#endif
+}
+
+/* The leader's pass with a helper: publish, work, wait, reduce in chunk order into g. */
+INLINE void par_pass(const int D, const int M, const int ACT, job_t *J, shared_t *S,
+                     uint64_t gen, const double *ee, const double *x, const double *s,
+                     const double *xn, const double *sn, double *g) {
+#if HAVE_THREADS
+    const int m = M ? M : J->m;
+    S->ee = ee, S->x = x, S->s = s, S->xn = xn, S->sn = sn;
+    atomic_store_explicit(&S->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&S->claim, gen << 32, memory_order_release);
+    run_chunks(D, M, ACT, J, S, gen);
+    int spins = 0;
+    while (atomic_load_explicit(&S->done, memory_order_acquire) < S->nchunks) spin_pause(&spins);
+    for (int j = 0; j < m; ++j) g[j] = 0.0;
+    for (int64_t ch = 0; ch < S->nchunks; ++ch)
+        for (int j = 0; j < m; ++j) g[j] += S->part[ch][j];
+#else
+    (void)J, (void)S, (void)gen, (void)ee, (void)x, (void)s, (void)xn, (void)sn, (void)g;
+#endif
+}
+
+/* The helper thread: run chunks of each new generation until told to quit. */
+INLINE int64_t helper_loop(const int D, const int M, const int ACT, job_t *J, shared_t *S) {
+#if HAVE_THREADS
+    uint64_t seen = 0;
+    int spins = 0;
+    while (!atomic_load_explicit(&S->quit, memory_order_acquire)) {
+        const uint64_t gen = atomic_load_explicit(&S->claim, memory_order_acquire) >> 32;
+        if (gen == seen) {
+            spin_pause(&spins);
+            continue;
+        }
+        spins = 0;
+        run_chunks(D, M, ACT, J, S, gen);
+        seen = gen;
+    }
+#else
+    (void)J, (void)S;
+#endif
+    return 0;
+}
+
+/* tid 0 runs the steps (with S->nt = 2 the passes are shared with the helper, tid 1). */
 INLINE int64_t run_interval(const int D, const int M, const int ACT, job_t *J, int64_t k0,
-                            int64_t k1) {
+                            int64_t k1, int tid, shared_t *S) {
+    if (tid) return helper_loop(D, M, ACT, J, S);
     const int d = D ? D : J->d, m = M ? M : J->m;
     const int64_t N = J->N, last = J->K - 1;
+    const int par = S->nt > 1;
+    uint64_t gen = 0;
     const double a = J->scale, ea = J->eta * J->scale;
     double g[MAX_DM], s[MAX_DM], sn[MAX_DM], ee[MAX_DM], s1[MAX_DM], s2[MAX_DM], zero[MAX_DM];
     double loss_acc = 0.0;
@@ -349,12 +491,10 @@ INLINE int64_t run_interval(const int D, const int M, const int ACT, job_t *J, i
     memset(J->h, 0, (size_t)N * sizeof(double));
     memset(J->hp, 0, (size_t)N * sizeof(double));
     const double *x0 = J->xs + k0 * d;
-    if (D)
-        unit_pass2(D, M, ACT, 0, N, N, J->c, J->w, J->b, J->u, J->h, J->hp, zero, zero, zero,
-                   x0, s, g);
+    if (par)
+        par_pass(D, M, ACT, J, S, ++gen, zero, zero, zero, x0, s, g);
     else
-        unit_pass_any(ACT, d, m, 0, N, N, J->c, J->w, J->b, J->u, J->h, J->hp, zero, zero, zero,
-                      x0, s, g);
+        PASS(0, N, zero, zero, zero, x0, s, g);
     for (int j = 0; j < m; ++j) g[j] *= a;
     int64_t k;
     for (k = k0; k < k1; ++k) {
@@ -379,12 +519,10 @@ INLINE int64_t run_interval(const int D, const int M, const int ACT, job_t *J, i
             break; /* the caller stops here and keeps the interval's starting parameters */
         }
         const double *xn = J->xs + (k + 1 < last ? k + 1 : last) * d;
-        if (D)
-            unit_pass2(D, M, ACT, 0, N, N, J->c, J->w, J->b, J->u, J->h, J->hp, ee, x, s, xn,
-                       sn, g);
+        if (par)
+            par_pass(D, M, ACT, J, S, ++gen, ee, x, s, xn, sn, g);
         else
-            unit_pass_any(ACT, d, m, 0, N, N, J->c, J->w, J->b, J->u, J->h, J->hp, ee, x, s, xn,
-                          sn, g);
+            PASS(0, N, ee, x, s, xn, sn, g);
         for (int j = 0; j < m; ++j) g[j] *= a, s[j] = sn[j];
     }
     for (int j = 0; j < m; ++j) J->s[j] = s[j], J->acc[1 + j] = s1[j], J->acc[1 + m + j] = s2[j];
@@ -395,12 +533,13 @@ INLINE int64_t run_interval(const int D, const int M, const int ACT, job_t *J, i
 
 #define CASE_ACT(D, M)                                                                         \
     switch (act) {                                                                             \
-    case ACT_ERF: return run_interval(D, M, ACT_ERF, J, k0, k1);                               \
-    case ACT_TANH: return run_interval(D, M, ACT_TANH, J, k0, k1);                             \
-    default: return run_interval(D, M, ACT_RELU, J, k0, k1);                                   \
+    case ACT_ERF: return run_interval(D, M, ACT_ERF, J, k0, k1, tid, S);                               \
+    case ACT_TANH: return run_interval(D, M, ACT_TANH, J, k0, k1, tid, S);                             \
+    default: return run_interval(D, M, ACT_RELU, J, k0, k1, tid, S);                                   \
     }
 
-MULTIVERSION static int64_t dispatch(int act, job_t *J, int64_t k0, int64_t k1) {
+MULTIVERSION static int64_t dispatch(int act, job_t *J, int64_t k0, int64_t k1, int tid,
+                                     shared_t *S) {
     const int dm = J->d * 10 + J->m;
     switch (dm) {
     case 11: CASE_ACT(1, 1)
@@ -411,23 +550,69 @@ MULTIVERSION static int64_t dispatch(int act, job_t *J, int64_t k0, int64_t k1) 
     }
 }
 
+#if HAVE_THREADS
+typedef struct {
+    int act;
+    job_t *J;
+    int64_t k0, k1;
+    shared_t *S;
+} worker_t;
+
+static void *worker_main(void *arg) {
+    worker_t *W = (worker_t *)arg;
+    dispatch(W->act, W->J, W->k0, W->k1, 1, W->S);
+    return NULL;
+}
+#endif
+
 /* Steps k0 <= k < k1 of truncated online SGD; returns the step after the last one run (k1, or
  * bad + 1 when step `bad` produced a non-finite loss: *bad is set and the run stops there).
  * Layout: c (m, N), w (d, N), b (m, N), u (N), h and hp (N) scratch, xs (K, d), ys (K, m)
  * row-major; trace (ceil(K / stride), 3m) rows (S_k, g_k, Y_k) or NULL with stride 0.
- * Returns -1 on unsupported arguments. */
+ * nthreads (1 or 2) splits the units between that many threads (1 when N < 1024 or threads are
+ * not built in; 1 also when the second thread cannot be created). Returns -1 on unsupported
+ * arguments. */
 EXPORT int64_t rnnlimit_truncated(int64_t N, int d, int m, int act, int clip, double *c,
                                   double *w, double *b, double *u, double *h, double *hp,
                                   const double *xs, const double *ys, int64_t K, int64_t k0,
                                   int64_t k1, double eta, double scale, double *s, double *acc,
-                                  int64_t *bad, double *trace, int64_t trace_stride) {
-    if (N < 1 || d < 1 || d > MAX_DM || m < 1 || m > MAX_DM || act < 0 || act > 2 || clip < 0 ||
+                                  int64_t *bad, double *trace, int64_t trace_stride,
+                                  int nthreads) {
+    if (nthreads < 1 || nthreads > 2 || N < 1 || d < 1 || d > MAX_DM || m < 1 || m > MAX_DM || act < 0 || act > 2 || clip < 0 ||
         clip > 1 || k0 < 0 || k1 < k0 || k1 > K || (trace_stride && !trace) || trace_stride < 0)
         return -1;
     job_t J = {N, K, d, m, c, w, b, u, h, hp, xs, ys, eta, scale, clip, s, acc, bad, trace,
                trace_stride};
-    return dispatch(act, &J, k0, k1);
+    static shared_t S0; /* zero template; S itself is on this call's stack */
+    shared_t S = S0;
+    S.nt = 1;
+#if HAVE_THREADS
+    if (nthreads == 2 && N >= 2 * MIN_CHUNK && k1 > k0) {
+        int64_t chunk = (N + MAX_CHUNKS - 1) / MAX_CHUNKS;
+        chunk = chunk < MIN_CHUNK ? MIN_CHUNK : chunk;
+        chunk = (chunk + 7) & ~(int64_t)7;
+        S.chunk = chunk;
+        S.nchunks = (N + chunk - 1) / chunk;
+        atomic_init(&S.claim, 0);
+        atomic_init(&S.done, 0);
+        atomic_init(&S.quit, 0);
+        S.nt = 2;
+        worker_t W = {act, &J, k0, k1, &S};
+        pthread_t th;
+        if (pthread_create(&th, NULL, worker_main, &W) == 0) {
+            const int64_t k = dispatch(act, &J, k0, k1, 0, &S);
+            atomic_store_explicit(&S.quit, 1, memory_order_release);
+            pthread_join(th, NULL);
+            return k;
+        }
+        S.nt = 1;
+    }
+#endif
+    return dispatch(act, &J, k0, k1, 0, &S);
 }
+
+/* Whether nthreads = 2 is built in. */
+EXPORT int rnnlimit_threads_supported(void) { return HAVE_THREADS; }
 
 /* Largest d and m accepted. */
 EXPORT int rnnlimit_max_dm(void) { return MAX_DM; }
@@ -466,4 +651,4 @@ EXPORT int rnnlimit_exp(int64_t n, const double *x, double *y) {
     return 0;
 }
 
-EXPORT int rnnlimit_abi_version(void) { return 1; }
+EXPORT int rnnlimit_abi_version(void) { return 2; }
