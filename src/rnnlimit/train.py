@@ -129,21 +129,8 @@ def _truncated_interval(
         u = u + q
         x_next = xs[jnp.minimum(k + 1, last)]
         h, hp, g_next = forward(c, w, b, u, x_next, s_next)
-        bad = (st["bad"] < 0) & ~jnp.isfinite(loss)
-        out = dict(
-            cols=(c, w, b, u),
-            h=h,
-            hp=hp,
-            g=g_next,
-            s=s_next,
-            loss=st["loss"] + loss,
-            s1=st["s1"] + s,
-            s2=st["s2"] + s * s,
-            bad=jnp.where(bad, k, st["bad"]),
-        )
-        if trace_stride:
-            out["trace"] = _trace_row(st["trace"], k, trace_stride, jnp.concatenate([s, g, y]))
-        return out
+        out = dict(cols=(c, w, b, u), h=h, hp=hp, g=g_next, s=s_next)
+        return _accumulate(out, st, k, s, g, y, loss, trace_stride)
 
     zero = jnp.zeros((), xs.dtype)
     st = dict(
@@ -175,6 +162,29 @@ def _truncated_interval(
     return out
 
 
+def _accumulate(
+    out: dict[str, Any],
+    st: dict[str, Any],
+    k: Array,
+    s: Array,
+    g: Array,
+    y: Array,
+    loss: Array,
+    trace_stride: int,
+) -> dict[str, Any]:
+    """Per-step bookkeeping shared by both loops: Σℓ, ΣS, ΣS², first non-finite step, trace."""
+    bad = (st["bad"] < 0) & ~jnp.isfinite(loss)
+    out.update(
+        loss=st["loss"] + loss,
+        s1=st["s1"] + s,
+        s2=st["s2"] + s * s,
+        bad=jnp.where(bad, k, st["bad"]),
+    )
+    if trace_stride:
+        out["trace"] = _trace_row(st["trace"], k, trace_stride, jnp.concatenate([s, g, y]))
+    return out
+
+
 def _trace_row(trace: Array, k: Array, stride: int, row: Array) -> Array:
     slot = k // stride
     old = jax.lax.dynamic_index_in_dim(trace, slot, keepdims=False)
@@ -203,19 +213,8 @@ def _interval(
             J = c["J"]
         err = y - g
         loss = 0.5 * jnp.sum(err * err)
-        bad = (c["bad"] < 0) & ~jnp.isfinite(loss)
-        out = dict(
-            params=params,
-            J=J,
-            s=clip_memory(spec, g)[0],
-            loss=c["loss"] + loss,
-            s1=c["s1"] + s,
-            s2=c["s2"] + s * s,
-            bad=jnp.where(bad, k, c["bad"]),
-        )
-        if trace_stride:
-            out["trace"] = _trace_row(c["trace"], k, trace_stride, jnp.concatenate([s, g, y]))
-        return out
+        out = dict(params=params, J=J, s=clip_memory(spec, g)[0])
+        return _accumulate(out, c, k, s, g, y, loss, trace_stride)
 
     zero = jnp.zeros((), xs.dtype)
     carry = dict(carry, loss=zero, s1=jnp.zeros_like(carry["s"]), s2=jnp.zeros_like(carry["s"]))
