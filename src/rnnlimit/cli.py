@@ -154,7 +154,8 @@ def _progress(cfg: Any) -> Iterator[Callable[[str, int, int], None]]:
         bars.update(ids[stage], completed=done, total=max(total, 1))
         if stage == "limit" and done >= total and cfg.limit.estimate_error:
             bars.console.print(
-                "estimating the limit's own error: re-solving with Δt/2, 2M and a finer basis",
+                "estimating the limit's own error: re-solving with Δt/2, 2M, a finer basis "
+                "and twice the chain steps",
                 markup=False,
                 highlight=False,
             )
@@ -262,7 +263,7 @@ def limit(config: ConfigArg, out_dir: OutOpt = None) -> None:
     """Solve the infinite-width limit of CONFIG: the ODE for h_t coupled with the memory law π_t.
 
     Computes h_t on the evaluation points, the limit loss L(t), the Lipschitz constant of the
-    memory map, samples of π_t, a kernel slice and the solver's own error estimate (Δt, M,
+    memory map, samples of π_t, a kernel slice and the solver's own error estimate (Δt, M, lag,
     basis). Writes the run directory (kind "limit": config.toml, results.json, limit.npz) and
     its report.
     """

@@ -385,7 +385,7 @@ n_features = 2048    # random features (feature representation, d + m > 3)
 scheme = "heun"      # or "euler"
 representation = "auto"  # "grid", "features" or "auto"
 seed = 0
-estimate_error = true    # re-solve with dt/2, 2M and a finer basis: the error floor
+estimate_error = true    # re-solve with dt/2, 2M, a finer basis, 2x chain steps: the floor
 
 [study]
 widths = [500, 5000, 50000]
