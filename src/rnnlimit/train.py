@@ -9,7 +9,8 @@ per step k, time ``t = k / N``::
 The steps run fused inside one jitted ``lax.fori_loop`` per interval between record points, so
 the host is visited only to record outputs and windowed statistics; memory stays ``O(N)``
 unless a trace is asked for. Truncated float64 training runs on the native kernel
-(:mod:`rnnlimit.native`, the same skewed pass in C, vectorised) when it is built.
+(:mod:`rnnlimit.native`, the same skewed pass in C, vectorised) when it is built. The loops
+themselves live in :mod:`rnnlimit.steps`; this module validates, schedules and records.
 """
 
 from __future__ import annotations
@@ -24,19 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit import native
 from rnnlimit.chains import Stream, check_stream_values
 from rnnlimit.errors import DivergenceError, ParameterError, check_choice, check_int, check_range
-from rnnlimit.fastmath import activation_and_derivative
-from rnnlimit.network import (
-    NetworkSpec,
-    Params,
-    clip_memory,
-    output_batch,
-    rtrl_update,
-    truncated_update,
-    zero_sensitivity,
-)
+from rnnlimit.network import NetworkSpec, Params, clip_memory, output_batch
+from rnnlimit.steps import JaxEngine, NativeEngine, choose_native
 
 Array = jax.Array
 GRADIENTS = ("truncated", "rtrl")
@@ -69,160 +61,6 @@ class TrainRecord:
     diverged_at: int | None = None
 
 
-def _truncated_interval(
-    spec: NetworkSpec,
-    trace_stride: int,
-    carry: dict[str, Any],
-    xs: Array,
-    ys: Array,
-    k0: Array,
-    k1: Array,
-    eta: Array,
-) -> dict[str, Any]:
-    """Truncated steps ``k0 ≤ k < k1`` as one skewed elementwise pass per step.
-
-    Each parameter column is a separate ``(N,)`` vector and the loop carries ``H_k = σ(pre_k)``,
-    ``σ'(pre_k)`` and ``ĝ_k``. Step k needs only the scalars ``e_k = Y_k − ĝ_k`` and
-    ``S_{k+1} = ψ(ĝ_k)``; then one pass over the units applies the update with ``H_k, σ'_k`` and
-    at once forms ``pre_{k+1}`` from the new parameters, ``X_{k+1}`` and ``S_{k+1}``, so each
-    array is read once and written once per step and the only reduction is ``Σ_i c^i H^i``.
-    """
-    sigma2 = activation_and_derivative(spec.activation)
-    a = spec.scale
-    d, m = spec.d, spec.m
-    last = xs.shape[0] - 1
-    p = carry["params"]
-
-    def forward(c: list, w: list, b: list, u: Array, x: Array, s: Array) -> tuple:
-        pre = u
-        for j in range(d):
-            pre = pre + w[j] * x[j]
-        for j in range(m):
-            pre = pre + b[j] * s[j]
-        h, hp = sigma2(pre)
-        g = jnp.stack([jnp.dot(c[j], h) for j in range(m)]) * a
-        return h, hp, g
-
-    cols = (
-        [p.c[:, j] for j in range(m)],
-        [p.w[:, j] for j in range(d)],
-        [p.b[:, j] for j in range(m)],
-        p.u,
-    )
-    s0 = carry["s"]
-    h0, hp0, g0 = forward(*cols, xs[k0], s0)
-
-    def body(k: Array, st: dict[str, Any]) -> dict[str, Any]:
-        (c, w, b, u), h, hp, g, s = st["cols"], st["h"], st["hp"], st["g"], st["s"]
-        x, y = xs[k], ys[k]
-        err = y - g
-        loss = 0.5 * jnp.sum(err * err)
-        s_next = clip_memory(spec, g)[0]
-        ee = err * (eta * a)
-        ce = c[0] * ee[0]
-        for j in range(1, m):
-            ce = ce + c[j] * ee[j]
-        q = ce * hp
-        c = [c[j] + h * ee[j] for j in range(m)]
-        w = [w[j] + q * x[j] for j in range(d)]
-        b = [b[j] + q * s[j] for j in range(m)]
-        u = u + q
-        x_next = xs[jnp.minimum(k + 1, last)]
-        h, hp, g_next = forward(c, w, b, u, x_next, s_next)
-        out = dict(cols=(c, w, b, u), h=h, hp=hp, g=g_next, s=s_next)
-        return _accumulate(out, st, k, s, g, y, loss, trace_stride)
-
-    zero = jnp.zeros((), xs.dtype)
-    st = dict(
-        cols=cols,
-        h=h0,
-        hp=hp0,
-        g=g0,
-        s=s0,
-        loss=zero,
-        s1=jnp.zeros_like(s0),
-        s2=jnp.zeros_like(s0),
-        bad=carry["bad"],
-    )
-    if trace_stride:
-        st["trace"] = carry["trace"]
-    st = jax.lax.fori_loop(k0, k1, body, st)
-    c, w, b, u = st["cols"]
-    out = dict(
-        carry,
-        params=Params(c=jnp.stack(c, axis=1), w=jnp.stack(w, axis=1), b=jnp.stack(b, axis=1), u=u),
-        s=st["s"],
-        loss=st["loss"],
-        s1=st["s1"],
-        s2=st["s2"],
-        bad=st["bad"],
-    )
-    if trace_stride:
-        out["trace"] = st["trace"]
-    return out
-
-
-def _accumulate(
-    out: dict[str, Any],
-    st: dict[str, Any],
-    k: Array,
-    s: Array,
-    g: Array,
-    y: Array,
-    loss: Array,
-    trace_stride: int,
-) -> dict[str, Any]:
-    """Per-step bookkeeping shared by both loops: Σℓ, ΣS, ΣS², first non-finite step, trace."""
-    bad = (st["bad"] < 0) & ~jnp.isfinite(loss)
-    out.update(
-        loss=st["loss"] + loss,
-        s1=st["s1"] + s,
-        s2=st["s2"] + s * s,
-        bad=jnp.where(bad, k, st["bad"]),
-    )
-    if trace_stride:
-        out["trace"] = _trace_row(st["trace"], k, trace_stride, jnp.concatenate([s, g, y]))
-    return out
-
-
-def _trace_row(trace: Array, k: Array, stride: int, row: Array) -> Array:
-    slot = k // stride
-    old = jax.lax.dynamic_index_in_dim(trace, slot, keepdims=False)
-    return jax.lax.dynamic_update_index_in_dim(trace, jnp.where(k % stride == 0, row, old), slot, 0)
-
-
-def _interval(
-    spec: NetworkSpec,
-    gradient: str,
-    trace_stride: int,
-    carry: dict[str, Any],
-    xs: Array,
-    ys: Array,
-    k0: Array,
-    k1: Array,
-    eta: Array,
-) -> dict[str, Any]:
-    """Run steps ``k0 ≤ k < k1`` fused in one loop; accumulate Σℓ, ΣS, ΣS² and trace."""
-
-    def body(k: Array, c: dict[str, Any]) -> dict[str, Any]:
-        x, y, s = xs[k], ys[k], c["s"]
-        if gradient == "rtrl":
-            params, J, g = rtrl_update(spec, c["params"], c["J"], x, s, y, eta)
-        else:
-            params, g = truncated_update(spec, c["params"], x, s, y, eta)
-            J = c["J"]
-        err = y - g
-        loss = 0.5 * jnp.sum(err * err)
-        out = dict(params=params, J=J, s=clip_memory(spec, g)[0])
-        return _accumulate(out, c, k, s, g, y, loss, trace_stride)
-
-    zero = jnp.zeros((), xs.dtype)
-    carry = dict(carry, loss=zero, s1=jnp.zeros_like(carry["s"]), s2=jnp.zeros_like(carry["s"]))
-    return jax.lax.fori_loop(k0, k1, body, carry)
-
-
-_interval_jit = jax.jit(_interval, static_argnums=(0, 1, 2))
-_truncated_jit = jax.jit(_truncated_interval, static_argnums=(0, 1))
 _outputs_jit = jax.jit(output_batch, static_argnums=(0,))
 
 
@@ -241,89 +79,6 @@ def _check_stream(spec: NetworkSpec, stream: Stream) -> None:
 def _schedule(K: int, eval_steps: np.ndarray, window: int) -> np.ndarray:
     """Sorted interval boundaries: every window end and every record step in ``[0, K]``."""
     return np.unique(np.concatenate([[0, K], np.arange(window, K, window), eval_steps]))
-
-
-class _JaxEngine:
-    """The jitted JAX intervals (every gradient, every dtype)."""
-
-    def __init__(self, spec, gradient, trace_stride, params, xs, ys, eta, K) -> None:
-        self.spec, self.gradient, self.trace_stride = spec, gradient, trace_stride
-        self.xs, self.ys, self.eta = xs, ys, eta
-        dtype = params.u.dtype
-        self.carry: dict[str, Any] = dict(
-            params=params,
-            J=zero_sensitivity(spec, params) if gradient == "rtrl" else jnp.zeros((), dtype),
-            s=jnp.zeros((spec.m,), dtype),
-            bad=jnp.asarray(-1, jnp.int32),
-        )
-        if trace_stride:
-            self.carry["trace"] = jnp.full((-(-K // trace_stride), 3 * spec.m), jnp.nan, dtype)
-
-    def params(self) -> Params:
-        return self.carry["params"]
-
-    def snapshot(self) -> Params:
-        return self.carry["params"]
-
-    def restore(self, snap: Params) -> Params:
-        return snap
-
-    def trace(self) -> np.ndarray:
-        return np.asarray(self.carry["trace"])
-
-    def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
-        args = (self.carry, self.xs, self.ys, k0, k1, self.eta)
-        if self.gradient == "truncated":
-            self.carry = _truncated_jit(self.spec, self.trace_stride, *args)
-        else:
-            self.carry = _interval_jit(self.spec, self.gradient, self.trace_stride, *args)
-        c = self.carry
-        return int(c["bad"]), float(c["loss"]), np.asarray(c["s1"]), np.asarray(c["s2"])
-
-
-class _NativeEngine:
-    """Truncated float64 intervals on the C kernel (:class:`rnnlimit.native.TruncatedRunner`)."""
-
-    def __init__(self, spec, trace_stride, params, stream, eta, threads=0) -> None:
-        p = {k: np.asarray(getattr(params, k), dtype=np.float64) for k in ("c", "w", "b", "u")}
-        self.runner = native.TruncatedRunner(
-            p["c"], p["w"], p["b"], p["u"], np.asarray(stream.x), np.asarray(stream.y),
-            activation=spec.activation, clip=spec.clip, eta=float(eta), scale=spec.scale,
-            trace_stride=trace_stride, threads=threads,
-        )  # fmt: skip
-
-    def params(self) -> Params:
-        c, w, b, u = (jnp.asarray(a) for a in self.runner.params())
-        return Params(c=c, w=w, b=b, u=u)
-
-    def snapshot(self) -> np.ndarray:
-        return self.runner.cols.copy()
-
-    def restore(self, snap: np.ndarray) -> Params:
-        c, w, b, u = (jnp.asarray(a) for a in self.runner.params(snap))
-        return Params(c=c, w=w, b=b, u=u)
-
-    def trace(self) -> np.ndarray:
-        return self.runner.trace
-
-    def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
-        return self.runner.run(k0, k1)
-
-
-def _use_native(spec: NetworkSpec, gradient: str, dtype: Any, backend: str) -> bool:
-    """Pick the backend; ``backend="native"`` raises when the native kernel cannot run."""
-    if backend == "jax":
-        return False
-    why = native.unsupported(spec.activation, spec.d, spec.m)
-    if gradient != "truncated":
-        why = f"the native kernel runs gradient='truncated' only, got {gradient!r}"
-    elif jnp.dtype(dtype) != jnp.float64:
-        why = f"the native kernel runs float64 only, got {jnp.dtype(dtype).name}"
-    elif not why and not native.available():
-        why = f"the native kernel is unavailable ({native.unavailable_reason()})"
-    if why and backend == "native":
-        raise ParameterError("backend", why)
-    return not why
 
 
 def train(
@@ -369,7 +124,7 @@ def train(
     check_choice("backend", backend, BACKENDS)
     check_int("native_threads", native_threads, 0, 2)
     dtype = params.u.dtype
-    use_native = _use_native(spec, gradient, dtype, backend)
+    use_native = choose_native(spec, gradient, dtype, backend)
     zs = np.zeros((0, spec.d + spec.m)) if eval_points is None else np.asarray(eval_points, float)
     if zs.ndim != 2 or zs.shape[1] != spec.d + spec.m:
         raise ParameterError(
@@ -381,12 +136,12 @@ def train(
     eval_steps = np.round(times * spec.N).astype(int)
     zs_dev = jnp.asarray(zs, dtype)
     eta = jnp.asarray(spec.eta(alpha), dtype)
-    engine: _JaxEngine | _NativeEngine
+    engine: JaxEngine | NativeEngine
     if use_native:
-        engine = _NativeEngine(spec, trace_stride, params, stream, eta, native_threads)
+        engine = NativeEngine(spec, trace_stride, params, stream, eta, native_threads)
     else:
         xs, ys = jnp.asarray(stream.x, dtype), jnp.asarray(stream.y, dtype)
-        engine = _JaxEngine(spec, gradient, trace_stride, params, xs, ys, eta, K)
+        engine = JaxEngine(spec, gradient, trace_stride, params, xs, ys, eta, K)
 
     outputs: dict[int, np.ndarray] = {}
     win_end: list[int] = []

@@ -1,0 +1,251 @@
+"""Features of the diagonal-recurrence RNN's limit kernel (MODEL.md §6): one fused scan over time.
+
+For ``P`` samples ``ω_p = (w_p, b_p, u_p)`` each unit runs ``H_k = σ(a_k)``,
+``a_k = w·X_k + b H_{k-1} + u``, ``H_0 = 0``, and carries its forward-mode sensitivities
+
+    ∂H_k/∂w = σ'(a_k) (X_k + b ∂H_{k-1}/∂w),   ∂H_k/∂b = σ'(a_k) (H_{k-1} + b ∂H_{k-1}/∂b),
+    ∂H_k/∂u = σ'(a_k) (1 + b ∂H_{k-1}/∂u).
+
+A readout of the states (last ``H_L``, time average ``(1/L) Σ_k H_k``, both, or the last state and
+``N_SEGMENTS`` segment means) gives the feature vector ``Φ(ξ) = P^{-1/2} [H, ∇_ω H]_{p=1..P}``
+of a history ``ξ``, so that ``Φ(X) Φ(Y)ᵀ`` estimates the kernel of :mod:`rnnlimit.seqkernel`.
+The scan is vectorised over ω and sequences, run in blocks of rows and in concurrent panels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlimit.activations import activation
+from rnnlimit.errors import check_choice
+
+if TYPE_CHECKING:  # the ω samples are drawn in seqkernel, which imports this module
+    from rnnlimit.seqkernel import Omega
+
+Array = jax.Array
+READOUTS: tuple[str, ...] = ("last", "mean", "both", "segments")
+N_SEGMENTS = 4
+PARTS: tuple[str, ...] = ("ntk", "nngp")
+
+
+def _cell(omega: Omega, act: str, ntk: bool, st: tuple, x: Array) -> tuple:
+    """One step of the per-unit recursion with its forward-mode sensitivities (rows × units)."""
+    sigma, dsigma = activation(act)
+    h = st[0]
+    a = x @ omega.w.T + omega.b * h + omega.u
+    if not ntk:
+        return (sigma(a),)
+    s = dsigma(a)
+    sb = s * omega.b
+    gw = s[..., None] * x[:, None, :] + sb[..., None] * st[1]
+    return sigma(a), gw, s * h + sb * st[2], s + sb * st[3]
+
+
+def _flat(q: tuple[Array, ...]) -> Array:
+    return jnp.concatenate([t if t.ndim == 3 else t[..., None] for t in q], axis=-1)
+
+
+def _unit_features(
+    omega: Omega, xs: Array, lengths: Array, act: str, readout: str, part: str, ragged: bool
+) -> Array:
+    """Per-unit features ``[H, ∂_w H, ∂_b H, ∂_u H]`` (n, P, f·r) by one scan over time.
+
+    ``readout="history"`` returns instead the last-state features after every step (L, n, P, f).
+    """
+    n, length, d = xs.shape
+    ntk = part == "ntk"
+    zeros = jnp.zeros((n, omega.b.shape[0]), xs.dtype)
+    state = (zeros, jnp.zeros((*zeros.shape, d), xs.dtype), zeros, zeros) if ntk else (zeros,)
+    segs = N_SEGMENTS if readout == "segments" else 1
+    want_mean = readout in ("mean", "both", "segments")
+    acc0 = (
+        (tuple(jnp.zeros((n, segs, *q.shape[1:]), xs.dtype) for q in state),
+         jnp.zeros((n, segs), xs.dtype))
+        if want_mean else ()
+    )  # fmt: skip
+
+    def step(carry, inputs):
+        st, acc = carry
+        k, x = inputs
+        new = _cell(omega, act, ntk, st, x)
+        live = k < lengths
+        if ragged:  # freeze the state of sequences that have ended
+            mask = [live[:, None, None] if q.ndim == 3 else live[:, None] for q in new]
+            new = tuple(jnp.where(m, q, q0) for m, q, q0 in zip(mask, new, st, strict=True))
+        if want_mean:  # running sums over each of `segs` equal parts of the true length
+            seg = jnp.minimum(k * segs // lengths, segs - 1)
+            wt = jax.nn.one_hot(seg, segs, dtype=xs.dtype) * live[:, None]
+            sums = tuple(
+                a0 + wt.reshape(wt.shape + (1,) * (q.ndim - 1)) * q[:, None]
+                for q, a0 in zip(new, acc[0], strict=True)
+            )
+            acc = (sums, acc[1] + wt)
+        return (new, acc), (_flat(new) if readout == "history" else None)
+
+    ks = jnp.arange(length)
+    (last, acc), every = jax.lax.scan(step, (state, acc0), (ks, jnp.swapaxes(xs, 0, 1)))
+    if readout == "history":
+        return every
+    out = [_flat(last)] if readout in ("last", "both", "segments") else []
+    if want_mean:
+        sums, counts = acc
+        parts = [
+            _flat(tuple(q[:, j] for q in sums)) / jnp.maximum(counts[:, j], 1.0)[:, None, None]
+            for j in range(segs)
+        ]
+        out.extend(parts)
+    return jnp.concatenate(out, axis=-1)
+
+
+@partial(jax.jit, static_argnames=("act", "readout", "part", "ragged", "block"))
+def _features_jit(omega, xs, lengths, scale, act, readout, part, ragged, block):
+    n, length, d = xs.shape
+    xb = xs.reshape(n // block, block, length, d)
+    lb = lengths.reshape(n // block, block)
+
+    def one(args):
+        f = _unit_features(omega, args[0], args[1], act, readout, part, ragged)
+        return f.reshape(block, -1) * scale
+
+    return jax.lax.map(one, (xb, lb)).reshape(n, -1)
+
+
+@partial(jax.jit, static_argnames=("act", "part"))
+def _history_jit(omega, stream, scale, act, part):
+    lengths = jnp.array([stream.shape[0]])
+    every = _unit_features(omega, stream[None], lengths, act, "history", part, False)
+    return every.reshape(stream.shape[0], -1) * scale
+
+
+def _panel_rows(n: int, block: int) -> int:
+    """Rows per feature panel: a multiple of ``block``, about ``n/8`` (at least 256 rows), so that
+    panels feed efficient matrix products and several run concurrently."""
+    want = max(256, -(-n // 8))
+    return max(block, -(-min(want, n) // block) * block)
+
+
+def feature_panels(
+    omega: Omega,
+    xs: Array,
+    lengths: Array | None = None,
+    *,
+    activation_name: str = "erf",
+    readout: str = "last",
+    part: str = "ntk",
+    scale: float | None = None,
+    block: int = 64,
+    panel: int | None = None,
+    workers: int | None = None,
+    out: np.ndarray | None = None,
+) -> list[tuple[int, Array]]:
+    """Features of :func:`sequence_features` as row panels ``[(start, Φ[start:start+rows])]``.
+
+    Each panel is one jitted call (``lax.map`` over blocks of ``block`` rows, each one fused scan
+    over time); panels of equal shape share one compilation and run concurrently on ``workers``
+    threads (default: the CPU count). Only the last panel's few input rows are zero-padded to a
+    whole block (its output rows are sliced); nothing else is copied. With ``out`` (a host
+    array (n, F) of the feature dtype) each worker copies its panel into ``out`` as soon as it is
+    done, and the returned panels are views of ``out``.
+    """
+    check_choice("readout", readout, READOUTS)
+    check_choice("part", part, PARTS)
+    xs_np = np.asarray(xs, np.dtype(omega.b.dtype))
+    n, length = xs_np.shape[:2]
+    lengths_np = (np.full(n, length) if lengths is None else np.asarray(lengths)).astype(np.int32)
+    ragged = bool((lengths_np != length).any())
+    block = max(1, min(block, n))
+    panel = _panel_rows(n, block) if panel is None else max(block, panel // block * block)
+    scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
+    scale_arr = jnp.asarray(scale, xs_np.dtype)
+
+    def one(start: int) -> tuple[int, Array]:
+        rows = min(panel, n - start)
+        padded = -(-rows // block) * block
+        x, ln = xs_np[start : start + rows], lengths_np[start : start + rows]
+        if padded != rows:
+            x = np.concatenate([x, np.zeros((padded - rows, *x.shape[1:]), x.dtype)])
+            ln = np.concatenate([ln, np.full(padded - rows, length, np.int32)])
+        phi = _features_jit(omega, x, ln, scale_arr, activation_name, readout, part, ragged, block)
+        phi = jax.block_until_ready(phi if padded == rows else phi[:rows])
+        if out is None:
+            return start, phi
+        out[start : start + rows] = np.asarray(phi)
+        return start, out[start : start + rows]
+
+    starts = list(range(0, n, panel))
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or len(starts) == 1:
+        return [one(s) for s in starts]
+    with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+        return list(pool.map(one, starts))
+
+
+def sequence_features(
+    omega: Omega,
+    xs: Array,
+    lengths: Array | None = None,
+    *,
+    activation_name: str = "erf",
+    readout: str = "last",
+    part: str = "ntk",
+    scale: float | None = None,
+    block: int = 64,
+) -> Array:
+    """Feature matrix ``Φ`` (n, F) with ``Φ Φᵀ`` the kernel estimate over the samples in ``omega``.
+
+    ``xs`` (n, L, d), ``lengths`` (n,) true lengths (steps past a length are ignored: the
+    last-state readout is ``H_{L_i}``, the mean divides by ``L_i``). ``F = P·f·r`` with ``f = d+3``
+    for ``part="ntk"`` (``[H, ∇_ω H]``), ``f = 1`` for ``"nngp"``, and ``r = 2`` for
+    ``readout="both"`` (last and mean concatenated, so the kernels add), ``r = 1 + N_SEGMENTS``
+    for ``"segments"`` (last state and the means over each quarter of the true length).
+    ``scale`` defaults to ``P^{-1/2}``. Rows are processed in blocks of ``block`` to stay
+    cache-resident, in panels computed concurrently (:func:`feature_panels`).
+    """
+    panels = feature_panels(
+        omega, xs, lengths, activation_name=activation_name, readout=readout, part=part,
+        scale=scale, block=block,
+    )  # fmt: skip
+    return panels[0][1] if len(panels) == 1 else jnp.concatenate([p for _, p in panels])
+
+
+def history_features(
+    omega: Omega,
+    stream: Array,
+    *,
+    activation_name: str = "erf",
+    part: str = "ntk",
+    scale: float | None = None,
+) -> Array:
+    """Features (T, F) of every history ``(X_0..X_k)`` of one stream ``stream`` (T, d), k < T.
+
+    One scan from ``H = 0`` at the start of the stream; by the contraction
+    ``sup|b|·sup|σ'| < 1`` the state forgets that start geometrically, so for ``k`` past a
+    burn-in row ``k`` approximates the features of the infinite past (last-state readout).
+    """
+    check_choice("part", part, PARTS)
+    stream = jnp.asarray(stream, omega.b.dtype)
+    stream = stream[:, None] if stream.ndim == 1 else stream
+    scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
+    return _history_jit(omega, stream, jnp.asarray(scale, stream.dtype), activation_name, part)
+
+
+def host_features(omega: Omega, xs: Array, lengths: Array | None, **opts) -> np.ndarray:
+    """:func:`feature_panels` written into one preallocated host array (n, F) (C order)."""
+    width = feature_width(int(xs.shape[2]), opts.get("readout", "last"), opts.get("part", "ntk"))
+    out = np.empty((len(xs), width * omega.b.shape[0]), np.dtype(omega.b.dtype))
+    feature_panels(omega, xs, lengths, out=out, **opts)
+    return out
+
+
+def feature_width(d: int, readout: str, part: str) -> int:
+    """Features per ω sample: ``f·r`` (see :func:`sequence_features`)."""
+    f = d + 3 if part == "ntk" else 1
+    return f * {"both": 2, "segments": 1 + N_SEGMENTS}.get(readout, 1)
