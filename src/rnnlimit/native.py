@@ -1,7 +1,7 @@
 """Optional native fast path of the truncated trainer (``_native/fused_train.c``), via ctypes.
 
 The C kernel runs steps ``k0 ≤ k < k1`` of truncated online SGD in float64 exactly as
-:func:`rnnlimit.train._truncated_interval` does (the skewed single pass per step), with a
+:func:`rnnlimit.steps._truncated_interval` does (the skewed single pass per step), with a
 vectorised branch-free erf/tanh/exp. It is built by ``pip install`` as an optional extension
 (``setup.py``); when the compiler was missing, or ``RNNLIMIT_NATIVE=0`` is set, :func:`available`
 is false and :func:`rnnlimit.train.train` uses the JAX path. This module needs only numpy.
