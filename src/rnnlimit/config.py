@@ -140,7 +140,7 @@ class LimitConfig(_Section):
     key: ClassVar[str] = "limit"
     dt: float = Field(0.05, gt=0.0, description="Δt in (0, T)")
     M: int = Field(2048, ge=2, le=10**7, description="an integer in [2, 1e7]")
-    chain_steps: int = Field(4, ge=1, le=10**4, description="an integer in [1, 1e4]")
+    chain_steps: int = Field(8, ge=1, le=10**4, description="an integer in [1, 1e4]")
     burn_in: int = Field(200, ge=0, le=10**6, description="an integer in [0, 1e6]")
     grid: int = Field(17, ge=3, le=257, description="an integer in [3, 257]")
     n_features: int = Field(2048, ge=1, le=10**6, description="an integer in [1, 1e6]")
@@ -376,9 +376,9 @@ T = 3.0              # horizon in t = k/N: K = round(T N) steps
 # window = 100       # steps per loss window (default N // 10)
 
 [limit]
-dt = 0.05            # time step of the limit ODE
+dt = 0.05            # time step of the limit ODE (should divide the record spacing)
 M = 2048             # particles of the chain (X, S, Y) that sample π_t
-chain_steps = 4      # chain steps per stage
+chain_steps = 8      # chain steps per stage
 burn_in = 200
 grid = 17            # grid nodes per axis (grid representation)
 n_features = 2048    # random features (feature representation, d + m > 3)
