@@ -149,3 +149,12 @@ def test_empty_evaluation_set_is_refused() -> None:
         limit_solver(problem)(LimitNumerics(T=1.0, dt=0.1), np.zeros((0, 2)))
     with pytest.raises(ParameterError, match=r"^times:"):
         limit_solver(problem)(LimitNumerics(T=1.0, dt=0.1), np.zeros((1, 2)), [2.0])
+
+
+def test_same_seed_same_result_with_the_error_estimate_solved_side_by_side() -> None:
+    problem = LimitProblem(AR1Chain(0.6, 1.0), FilterTarget(0.6), KernelSpec())
+    numerics = LimitNumerics(T=0.4, dt=0.1, M=128, grid=5, chain_steps=2)
+    a = limit_solver(problem)(numerics, _eval_grid(), [0.2, 0.4])
+    b = limit_solver(problem)(numerics, _eval_grid(), [0.2, 0.4])
+    np.testing.assert_array_equal(a.h, b.h)
+    assert a.error == b.error and set(a.error) == {"dt", "M", "basis", "lag", "lag_raw", "total"}
