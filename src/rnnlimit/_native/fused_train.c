@@ -98,10 +98,8 @@ INLINE double sel(int64_t mask, double x, double y) {
                           (double_to_bits(y) & ~(uint64_t)mask));
 }
 
-/* e^x = (ne * s1 * s2) / de */
-INLINE void exp_parts(double x, double *ne, double *de, double *s1, double *s2) {
-    x = x < -746.0 ? -746.0 : x; /* comparisons are false for NaN: it passes */
-    x = x > 710.0 ? 710.0 : x;
+/* Cody–Waite reduction x = k ln2 + r and the Padé form e^r = ne / de; returns k. */
+INLINE int64_t exp_reduce(double x, double *ne, double *de) {
     double kd = x * LOG2E + SHIFTER;
     int64_t k = (int64_t)(double_to_bits(kd) - double_to_bits(SHIFTER));
     kd -= SHIFTER;
@@ -112,6 +110,14 @@ INLINE void exp_parts(double x, double *ne, double *de, double *s1, double *s2) 
     double qx = ((EXP_Q0 * rr + EXP_Q1) * rr + EXP_Q2) * rr + EXP_Q3;
     *ne = qx + px;
     *de = qx - px;
+    return k;
+}
+
+/* e^x = (ne * s1 * s2) / de */
+INLINE void exp_parts(double x, double *ne, double *de, double *s1, double *s2) {
+    x = x < -746.0 ? -746.0 : x; /* comparisons are false for NaN: it passes */
+    x = x > 710.0 ? 710.0 : x;
+    int64_t k = exp_reduce(x, ne, de);
     int64_t k1 = k >> 1;
     int64_t k2 = k - k1;
     *s1 = bits_to_double((uint64_t)(k1 + 1023) << 52);
@@ -126,16 +132,7 @@ INLINE void exp_parts1(const int neg, double x, double *ne, double *de, double *
         x = x < -708.0 ? -708.0 : x;
     else
         x = x > 709.0 ? 709.0 : x;
-    double kd = x * LOG2E + SHIFTER;
-    int64_t k = (int64_t)(double_to_bits(kd) - double_to_bits(SHIFTER));
-    kd -= SHIFTER;
-    double r = x - kd * LN2_HI;
-    r = r - kd * LN2_LO;
-    double rr = r * r;
-    double px = r * ((EXP_P0 * rr + EXP_P1) * rr + EXP_P2);
-    double qx = ((EXP_Q0 * rr + EXP_Q1) * rr + EXP_Q2) * rr + EXP_Q3;
-    *ne = qx + px;
-    *de = qx - px;
+    int64_t k = exp_reduce(x, ne, de);
     *s = bits_to_double((uint64_t)(k + 1023) << 52);
 }
 
