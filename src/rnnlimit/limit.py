@@ -170,13 +170,11 @@ class LimitSolver:
                 if hgrid is not None:
                     hz = basis.interpolate(hgrid, z)
                 else:
-                    hz = h0(z) + self.problem.alpha * basis.features(aux["omega"], z) @ R
+                    feats = basis.features(aux["omega"], z)  # read and deposit with one φ(Z)
+                    hz = h0(z) + self.problem.alpha * feats @ R
                 r = y - hz
                 if deposit:
-                    if hgrid is not None:
-                        rho = rho + basis.deposit(z, r)
-                    else:
-                        rho = rho + basis.features(aux["omega"], z).T @ r
+                    rho = rho + (basis.deposit(z, r) if hgrid is not None else feats.T @ r)
                 loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
                 s_next = psi(clip, hz)[0] if self.problem.memory else s
                 return (parts, s_next, rho, loss), None
