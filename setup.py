@@ -1,4 +1,5 @@
-"""Build the optional native kernel (``rnnlimit._native.fused_train``, plain C loaded by ctypes).
+"""Build the optional native kernels (``rnnlimit._native.fused_train``: the trainer's
+``fused_train.c`` and the limit solver's ``limit_pic.c``, plain C loaded by ctypes).
 
 All metadata lives in ``pyproject.toml``. The extension is ``optional``: without a working C
 compiler the install still succeeds and :mod:`rnnlimit.native` reports the kernel unavailable,
@@ -27,7 +28,7 @@ setup(
     ext_modules=[
         Extension(
             "rnnlimit._native.fused_train",
-            sources=["src/rnnlimit/_native/fused_train.c"],
+            sources=["src/rnnlimit/_native/fused_train.c", "src/rnnlimit/_native/limit_pic.c"],
             optional=True,
         )
     ],

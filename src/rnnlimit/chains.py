@@ -77,9 +77,18 @@ class FiniteChain:
         logits = jnp.log(jnp.asarray(self.P))[state]
         return jax.random.categorical(key, logits)
 
+    def draw(self, key: Array, states: Array) -> Array:
+        """The randomness of one step of M copies: Gumbel variables ``(M, n_states)``."""
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        return jax.random.gumbel(key, (states.shape[0], self.P.shape[0]), dtype)
+
+    def step_with(self, states: Array, g: Array) -> Array:
+        """Gumbel-max: ``X_{k+1} = argmax_j (log P[X_k, j] + g_j)`` ~ ``P[X_k, ·]``."""
+        return jnp.argmax(jnp.log(jnp.asarray(self.P, g.dtype))[states] + g, axis=-1)
+
     def step_many(self, key: Array, states: Array) -> Array:
         """One step of M independent copies (state indices ``(M,)``) with one batched draw."""
-        return jax.random.categorical(key, jnp.log(jnp.asarray(self.P))[states], axis=-1)
+        return self.step_with(states, self.draw(key, states))
 
     def observe(self, state: Array) -> Array:
         return jnp.asarray(self.values)[state]
@@ -131,10 +140,17 @@ class AR1Chain:
         average with error ~1e-3) the 2^-24 resolution is irrelevant, and float64 normals
         (an inverse-erf transform) cost about twice as much on CPU.
         """
-        xi = jax.random.normal(key, states.shape, dtype=jnp.float32).astype(states.dtype)
+        return self.step_with(states, self.draw(key, states))
+
+    def draw(self, key: Array, states: Array) -> Array:
+        """The randomness of one step of M copies: ξ ~ N(0, I) in float32, shape ``(M, d)``."""
+        return jax.random.normal(key, states.shape, dtype=jnp.float32)
+
+    def step_with(self, states: Array, xi: Array) -> Array:
+        """``X_{k+1} = clip(A X_k + noise · ξ, -1, 1)`` for given innovations ``ξ (M, d)``."""
         A = jnp.asarray(self.rho, states.dtype)
         mean = jnp.sum(states[:, None, :] * A[None, :, :], axis=-1)  # A x, fused (tiny d)
-        return jnp.clip(mean + self.noise * xi, -1.0, 1.0)
+        return jnp.clip(mean + self.noise * xi.astype(states.dtype), -1.0, 1.0)
 
     def observe(self, state: Array) -> Array:
         return state
@@ -354,6 +370,42 @@ def advance_particles(
     else:
         state = jax.vmap(chain.step)(jax.random.split(key, M), particles.state)
     return Particles(state, r), x, y
+
+
+UNROLL = 1
+
+
+def particle_paths(
+    chain: Chain, target: Target, particles: Particles, keys: Array
+) -> tuple[Particles, Array, Array]:
+    """Run the M copies through one chain step per key (step ``k`` uses ``keys[k]``).
+
+    Returns the particles after the last step and the observations ``X (n, M, d)``,
+    ``Y (n, M, m)`` — exactly what ``n`` calls of :func:`advance_particles` give. When the chain
+    separates its randomness (``draw``/``step_with``), all ``n`` draws are made in one batch
+    before the (then cheap) sequential recursion; otherwise every step draws its own.
+    """
+    if not hasattr(chain, "draw"):
+
+        def plain(p: Particles, key: Array) -> tuple[Particles, tuple[Array, Array]]:
+            p, x, y = advance_particles(chain, target, p, key)
+            return p, (x, y)
+
+        particles, (xs, ys) = jax.lax.scan(plain, particles, keys)
+        return particles, xs, ys
+    noise = jax.vmap(lambda k: chain.draw(k, particles.state))(keys)
+
+    def body(p: Particles, xi: Array) -> tuple[Particles, tuple[Array, Array]]:
+        def observe(state: Any, r: Array) -> tuple[Array, Array, Array]:
+            x = chain.observe(state).astype(r.dtype)
+            r, y = target.step(r, x)
+            return r, x, y
+
+        r, x, y = jax.vmap(observe)(p.state, p.r)
+        return Particles(chain.step_with(p.state, xi), r), (x, y)
+
+    particles, (xs, ys) = jax.lax.scan(body, particles, noise, unroll=UNROLL)
+    return particles, xs, ys
 
 
 # --------------------------------------------------------------------------- diagnostics

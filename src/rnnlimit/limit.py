@@ -31,15 +31,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit import native
 from rnnlimit.activations import CLIPS, psi
 from rnnlimit.bases import FeatureBasis, GridBasis, grid_gram
-from rnnlimit.chains import Chain, Target, advance_particles, init_particles
+from rnnlimit.chains import Chain, Target, init_particles, particle_paths
 from rnnlimit.errors import ContractionError, ParameterError, check_choice, check_int, check_range
 from rnnlimit.kernels import KernelSpec, ntk
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
 REFINEMENTS: tuple[str, ...] = ("dt", "M", "basis", "lag")
+#: ``auto``: the native grid kernel (``_native/limit_pic.c``) where it applies, else JAX.
+BACKENDS: tuple[str, ...] = ("auto", "native", "jax")
 H0 = Callable[[Array], Array]  # z (n, d+m) -> (n, m), jax-traceable
 
 
@@ -143,12 +146,15 @@ class LimitSolver:
     ``solver(numerics, eval_points, times, ...)`` returns a :class:`LimitResult`.
     """
 
-    def __init__(self, problem: LimitProblem) -> None:
+    def __init__(self, problem: LimitProblem, backend: str = "auto") -> None:
+        check_choice("backend", backend, BACKENDS)
         self.problem = problem
+        self.backend = backend
         self.kernel_fn = ntk(problem.kernel)
         self._segments: dict[tuple, Callable] = {}
         self._burn: dict[tuple, Callable] = {}
         self._lip: dict[tuple, Callable] = {}
+        self._path_fns: dict[int, Callable] = {}
 
     def _zero(self, z: Array) -> Array:
         """``h_0 = 0`` (one function object, so compiled stages are reused across calls)."""
@@ -156,66 +162,114 @@ class LimitSolver:
 
     # -- the pieces that run inside jit ---------------------------------------------------
 
-    def _substeps(self, basis: Any, h0: H0, n_sub: int, deposit: bool) -> Callable:
-        """Advance the particles ``n_sub`` chain steps with ``h`` frozen; average deposits."""
-        chain, target, clip = self.problem.chain, self.problem.target, self.problem.clip
+    def _paths(self, n_sub: int) -> Callable:
+        """Jitted ``(key, parts, j0) -> parts, X (n_sub, M, d), Y (n_sub, M, m)``.
 
-        def run(aux: dict, R: Array, parts: Any, s: Array, j0: Array) -> tuple:
-            hgrid = aux["h0"] + self.problem.alpha * aux["K"] @ R if "K" in aux else None
+        The particle paths do not depend on ``h``, so they are drawn in one batch ahead of the
+        ``h``-coupled stages. Chain step ``j`` uses ``fold_in(key, j)``: solves that differ only
+        in ``Δt``, the basis or the chain steps per stage see the same random numbers (common
+        random numbers), so their differences are discretisation, not noise.
+        """
+        if n_sub not in self._path_fns:
+            chain, target = self.problem.chain, self.problem.target
 
-            def one(carry: tuple, k: Array) -> tuple:
-                parts, s, rho, loss = carry
-                parts, x, y = advance_particles(chain, target, parts, k)
-                z = jnp.concatenate([x, s], 1)
+            def paths(key: Array, parts: Any, j0: Array) -> tuple:
+                keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(j0 + jnp.arange(n_sub))
+                return particle_paths(chain, target, parts, keys)
+
+            self._path_fns[n_sub] = jax.jit(paths)
+        return self._path_fns[n_sub]
+
+    def _stage(self, basis: Any, h0: H0, deposit: bool) -> Callable:
+        """One stage: the paths ``X, Y`` of ``n`` chain steps with ``h`` frozen at ``R``.
+
+        Returns the new memories, ``ρ = Σ_k Σ_p φ(Z_kp)(Y_kp − h(Z_kp)) / (M n)`` and the mean
+        loss ``½|Y − h(Z)|²``.
+        """
+        clip, alpha, memory = self.problem.clip, self.problem.alpha, self.problem.memory
+
+        def run(aux: dict, R: Array, s: Array, xs: Array, ys: Array) -> tuple:
+            hgrid = aux["h0"] + alpha * aux["K"] @ R if "K" in aux else None
+
+            def one(carry: tuple, xy: tuple[Array, Array]) -> tuple:
+                s, rho, loss = carry
+                z = jnp.concatenate([xy[0], s], 1)
                 if hgrid is not None:
                     hz = basis.interpolate(hgrid, z)
                 else:
                     feats = basis.features(aux["omega"], z)  # read and deposit with one φ(Z)
-                    hz = h0(z) + self.problem.alpha * feats @ R
-                r = y - hz
+                    hz = h0(z) + alpha * feats @ R
+                r = xy[1] - hz
                 if deposit:
                     rho = rho + (basis.deposit(z, r) if hgrid is not None else feats.T @ r)
                 loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
-                s_next = psi(clip, hz)[0] if self.problem.memory else s
-                return (parts, s_next, rho, loss), None
+                s_next = psi(clip, hz)[0] if memory else s
+                return (s_next, rho, loss), None
 
-            init = (parts, s, jnp.zeros_like(R), jnp.zeros((), R.dtype))
-            # chain step j uses fold_in(key, j): solves that differ only in dt see the same
-            # random numbers (common random numbers), so their difference is discretisation
-            keys = jax.vmap(lambda j: jax.random.fold_in(aux["key"], j))(j0 + jnp.arange(n_sub))
-            (parts, s, rho, loss), _ = jax.lax.scan(one, init, keys)
-            M = s.shape[0]
-            return parts, s, rho / (M * n_sub), loss / n_sub
+            init = (s, jnp.zeros_like(R), jnp.zeros((), R.dtype))
+            (s, rho, loss), _ = jax.lax.scan(one, init, (xs, ys))
+            n = xs.shape[0]
+            return s, rho / (s.shape[0] * n), loss / n
 
         return run
 
     def _segment(self, basis: Any, h0: H0, numerics: LimitNumerics, n_steps: int) -> Callable:
+        """Jitted ``n_steps`` time steps (JAX stages): paths, then Heun or Euler on ``R``."""
         key = (basis, h0, numerics.chain_steps, numerics.scheme, n_steps)
         if key in self._segments:
             return self._segments[key]
-        stage = self._substeps(basis, h0, numerics.chain_steps, True)
+        stage = self._stage(basis, h0, True)
         heun = numerics.scheme == "heun"
-
-        n_sub = numerics.chain_steps
+        cs = numerics.chain_steps
+        per_step = cs * (2 if heun else 1)
+        paths = self._paths(n_steps * per_step)
 
         def segment(aux: dict, R: Array, parts: Any, s: Array, j0: Array, dt: Array) -> tuple:
-            def step(carry: tuple, j: Array) -> tuple:
-                R, parts, s = carry
-                parts, s, rho1, loss = stage(aux, R, parts, s, j)
+            parts, xs, ys = paths(aux["key"], parts, j0)
+            xs = xs.reshape(n_steps, per_step, *xs.shape[1:])
+            ys = ys.reshape(n_steps, per_step, *ys.shape[1:])
+
+            def step(carry: tuple, xy: tuple[Array, Array]) -> tuple:
+                R, s = carry
+                s, rho1, loss = stage(aux, R, s, xy[0][:cs], xy[1][:cs])
                 if heun:
-                    parts, s, rho2, _ = stage(aux, R + dt * rho1, parts, s, j + n_sub)
+                    s, rho2, _ = stage(aux, R + dt * rho1, s, xy[0][cs:], xy[1][cs:])
                     R = R + 0.5 * dt * (rho1 + rho2)
                 else:
                     R = R + dt * rho1
-                return (R, parts, s), loss
+                return (R, s), loss
 
-            per_step = n_sub * (2 if heun else 1)
-            starts = j0 + per_step * jnp.arange(n_steps)
-            (R, parts, s), losses = jax.lax.scan(step, (R, parts, s), starts)
+            (R, s), losses = jax.lax.scan(step, (R, s), (xs, ys))
             return R, parts, s, losses
 
         self._segments[key] = jax.jit(segment)
         return self._segments[key]
+
+    def _burn_in(self, basis: Any, h0: H0, n_sub: int) -> Callable:
+        """Jitted burn-in: ``n_sub`` chain steps at ``R`` (no deposits) from chain step 0."""
+        bkey = (basis, h0, n_sub)
+        if bkey not in self._burn:
+            stage, paths = self._stage(basis, h0, False), self._paths(n_sub)
+
+            def burn(aux: dict, R: Array, parts: Any, s: Array) -> tuple:
+                parts, xs, ys = paths(aux["key"], parts, 0)
+                return parts, stage(aux, R, s, xs, ys)[0]
+
+            self._burn[bkey] = jax.jit(burn)
+        return self._burn[bkey]
+
+    def _native_ok(self, basis: Any, dtype: Any) -> str:
+        """Why the native grid kernel cannot run this solve ('' when it can)."""
+        k = self.problem.kernel
+        if not isinstance(basis, GridBasis):
+            return "the native limit kernel handles the grid basis only"
+        if k.d + k.m > native.PIC_MAX_D or k.m > native.PIC_MAX_M:
+            return f"the native limit kernel needs d + m <= {native.PIC_MAX_D}"
+        if dtype != jnp.float64:
+            return "the native limit kernel runs in float64 (enable jax_enable_x64)"
+        if not native.available():
+            return native.unavailable_reason()
+        return ""
 
     # -- one solve --------------------------------------------------------------------------
 
@@ -228,6 +282,46 @@ class LimitSolver:
             return GridBasis(k.d + k.m, numerics.grid)
         return FeatureBasis(k, numerics.n_features, numerics.seed)
 
+    def _jax_advance(
+        self, aux: dict, basis: Any, h0: H0, numerics: LimitNumerics, dt: Array
+    ) -> Callable:
+        """``advance(parts, R, s, j0, n)``: ``n`` time steps from chain step ``j0`` in JAX;
+        ``n = 0`` with ``key=`` is the burn-in."""
+
+        def advance(parts: Any, R: Array, s: Array, j0: int, n: int, key: Any = None) -> tuple:
+            if n == 0:
+                burn = self._burn_in(basis, h0, numerics.burn_in)
+                parts, s = burn(dict(aux, key=key), R, parts, s)
+                return parts, R, s, np.zeros(0)
+            R, parts, s, losses = self._segment(basis, h0, numerics, n)(aux, R, parts, s, j0, dt)
+            return parts, R, s, losses
+
+        return advance
+
+    def _native_advance(
+        self, aux: dict, basis: Any, numerics: LimitNumerics, dt: float
+    ) -> Callable:
+        """As :meth:`_jax_advance`, with the ``h``-coupled stages in ``_native/limit_pic.c``
+        (the particle paths still come from JAX); ``R`` and ``s`` are numpy arrays here."""
+        K = np.ascontiguousarray(aux["K"], dtype=np.float64)
+        h0 = np.ascontiguousarray(aux["h0"], dtype=np.float64)
+        heun = numerics.scheme == "heun"
+        per_step = numerics.chain_steps * (2 if heun else 1)
+        opts = dict(
+            n_axis=basis.n_axis, heun=heun, alpha=float(self.problem.alpha), dt=dt,
+            memory=self.problem.memory, clip=self.problem.clip,
+        )  # fmt: skip
+
+        def advance(parts: Any, R: Any, s: Any, j0: int, n: int, key: Any = None) -> tuple:
+            steps = n * per_step if n else numerics.burn_in
+            parts, xs, ys = self._paths(steps)(aux["key"] if key is None else key, parts, j0)
+            xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+            cs = numerics.chain_steps if n else numerics.burn_in
+            loss = native.pic_run(K, h0, R, s, xs, ys, chain_steps=cs, n_steps=n, **opts)
+            return parts, R, s, loss
+
+        return advance
+
     def _solve_once(
         self,
         numerics: LimitNumerics,
@@ -237,7 +331,10 @@ class LimitSolver:
         h0: H0 | None,
         force: bool,
         progress: Callable[[int, int], None] | None,
+        lipschitz_every_record: bool = True,
     ) -> LimitResult:
+        """One solve. ``lipschitz_every_record=False`` (refinement solves, whose ``h`` alone is
+        used) measures ``L`` at the first and last record only (NaN between)."""
         start = time.perf_counter()
         p, k = self.problem, self.problem.kernel
         dt_ = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
@@ -272,33 +369,43 @@ class LimitSolver:
         centres = nodes if isinstance(basis, GridBasis) else aux["omega"]
 
         def lipschitz(R: Array) -> float:
-            return self._lip[lip_key]((R, centres))
+            return self._lip[lip_key]((jnp.asarray(R, dt_), centres))
 
         k_init, k_burn, aux["key"] = jax.random.split(jax.random.PRNGKey(numerics.seed), 3)
         parts = init_particles(p.chain, p.target, k_init, numerics.M, dt_)
         s = jnp.zeros((numerics.M, k.m), dt_)
         check_contraction(lipschitz(R), force=force)
+        why = self._native_ok(basis, dt_)
+        if why and self.backend == "native":
+            raise ParameterError("backend", f"'native' is not possible here: {why}")
+        heun = numerics.scheme == "heun"
+        per_step = numerics.chain_steps * (2 if heun else 1)
+        dt = jnp.asarray(numerics.T / numerics.n_steps, dt_)
+        if not why and self.backend != "jax":
+            advance = self._native_advance(aux, basis, numerics, float(dt))
+            R, s = np.zeros(R.shape), np.zeros(s.shape)
+        else:
+            advance = self._jax_advance(aux, basis, h0_fn, numerics, dt)
         if numerics.burn_in:
-            bkey = (basis, h0, numerics.burn_in)
-            if bkey not in self._burn:
-                self._burn[bkey] = jax.jit(self._substeps(basis, h0_fn, numerics.burn_in, False))
-            parts, s, _, _ = self._burn[bkey](dict(aux, key=k_burn), R, parts, s, 0)
+            parts, R, s, _ = advance(parts, R, s, 0, 0, key=k_burn)
 
         hs, lips, losses, memory, coeffs = [], [], [], {}, []
         done = 0
-        dt = jnp.asarray(numerics.T / numerics.n_steps, dt_)
-        per_step = numerics.chain_steps * (2 if numerics.scheme == "heun" else 1)
+        # the paths of one call are held in memory: cap them at about 32 MB
+        path_bytes = per_step * numerics.M * (k.d + k.m) * np.dtype(dt_).itemsize
+        chunk = max(1, (32 << 20) // path_bytes)
         for target_step in rec_steps:
-            if target_step > done:
-                seg = self._segment(basis, h0_fn, numerics, int(target_step - done))
-                R, parts, s, seg_loss = seg(aux, R, parts, s, done * per_step, dt)
+            while target_step > done:
+                n = int(min(target_step - done, chunk))
+                parts, R, s, seg_loss = advance(parts, R, s, done * per_step, n)
                 losses.append(np.asarray(seg_loss))
-                done = int(target_step)
+                done += n
                 if not np.all(np.isfinite(np.asarray(R))):
                     raise ParameterError("dt", f"the limit solve became non-finite by step {done}")
-            hs.append(h0_eval + p.alpha * np.asarray(K_eval @ R))
-            coeffs.append(R)
-            lips.append(lipschitz(R))
+            hs.append(h0_eval + p.alpha * np.asarray(K_eval @ jnp.asarray(R, dt_)))
+            coeffs.append(jnp.asarray(R, dt_))
+            last = target_step == rec_steps[-1]
+            lips.append(lipschitz(R) if lipschitz_every_record or last or not lips else np.nan)
             if done in mem_steps:
                 x = np.asarray(jax.vmap(p.chain.observe)(parts.state), float).reshape(-1, k.d)
                 memory[done] = dict(x=x, s=np.asarray(s))
@@ -366,10 +473,18 @@ class LimitSolver:
         def steps_of(n: LimitNumerics, t: np.ndarray) -> np.ndarray:
             return np.round(np.asarray(t) / (n.T / n.n_steps)).astype(int)
 
-        def solve(n: LimitNumerics, prog: Callable | None = None) -> LimitResult:
+        def solve(n: LimitNumerics, prog: Callable | None = None, base: bool = True) -> LimitResult:
             rec = np.unique(steps_of(n, ts))
-            mem = {int(v) for v in steps_of(n, np.asarray(memory_times, float))}
-            return self._solve_once(n, zs, rec, mem, h0, force, prog)
+            mem = {int(v) for v in steps_of(n, np.asarray(memory_times, float))} if base else set()
+            return self._solve_once(n, zs, rec, mem, h0, force, prog, base)
+
+        def cost(n: LimitNumerics) -> float:
+            """Relative work of a solve: particle steps, plus node-Gram products for a grid."""
+            stages = n.n_steps * (2 if n.scheme == "heun" else 1)
+            G = self._basis(n).size
+            return n.M * stages * n.chain_steps + (
+                G * G / 100 if n.representation != "features" else 0
+            )
 
         refined: dict[str, LimitNumerics] = {}
         if estimate_error:
@@ -379,7 +494,7 @@ class LimitSolver:
                 else replace(numerics, n_features=2 * numerics.n_features)
             )
             # halving dt halves the chain steps per stage: same samples per unit time, and with
-            # the chain-step-indexed keys the same random numbers (see _substeps)
+            # the chain-step-indexed keys the same random numbers (see _paths)
             half = replace(numerics, dt=numerics.T / (2 * numerics.n_steps))
             if numerics.chain_steps % 2 == 0:
                 half = replace(half, chain_steps=numerics.chain_steps // 2)
@@ -400,12 +515,15 @@ class LimitSolver:
         # (every solve has its own keys, so the results do not depend on the scheduling)
         n_workers = max(1, min(os.cpu_count() or 1, 1 + len(refined)))
         with ThreadPoolExecutor(n_workers) as pool:
-            # the costliest solves (2M, 2× chain steps) first: a shorter makespan
-            order = sorted(refined, key=lambda name: name not in ("M", "lag"))
-            jobs = {name: pool.submit(solve, refined[name]) for name in order[:2]}
-            base_job = pool.submit(solve, numerics, progress)
-            jobs |= {name: pool.submit(solve, refined[name]) for name in order[2:]}
-            base = base_job.result()
+            # longest first (LPT scheduling): a shorter makespan on few cores
+            order = sorted([None, *refined], key=lambda r: -cost(refined.get(r, numerics)))
+            jobs = {
+                r: pool.submit(solve, numerics, progress)
+                if r is None
+                else pool.submit(solve, refined[r], None, False)
+                for r in order
+            }
+            base = jobs[None].result()
             others = {name: jobs[name].result() for name in refined}
         if isinstance(self._basis(numerics), GridBasis):
             base.notes.append(f"grid basis {numerics.grid}^{k.d + k.m}, multilinear deposit")
@@ -431,6 +549,11 @@ class LimitSolver:
         return base
 
 
-def limit_solver(problem: LimitProblem) -> LimitSolver:
-    """Set up the limit of ``problem`` once; the returned solver is called per discretisation."""
-    return LimitSolver(problem)
+def limit_solver(problem: LimitProblem, backend: str = "auto") -> LimitSolver:
+    """Set up the limit of ``problem`` once; the returned solver is called per discretisation.
+
+    ``backend``: ``"auto"`` runs the ``h``-coupled stages of a grid solve (``d + m ≤ 3``,
+    float64) in the native kernel when it is built, else in JAX; ``"jax"`` always in JAX;
+    ``"native"`` insists on the kernel (a :class:`ParameterError` where it cannot run).
+    """
+    return LimitSolver(problem, backend)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 _MODULE = "rnnlimit._native.fused_train"
-_ABI = 2
+_ABI = 3
 #: Smallest N for which ``threads=0`` (auto) uses 2 threads; measured (benchmarks/RESULTS.md).
 THREADS_MIN_N = 4096
 ACTIVATIONS = {"erf": 0, "tanh": 1, "relu": 2}
@@ -67,6 +67,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.rnnlimit_exp.restype = _INT
     lib.rnnlimit_exp.argtypes = [_I64, _P, _P]
     lib.rnnlimit_max_dm.restype = _INT
+    lib.rnnlimit_pic_run.restype = _INT
+    lib.rnnlimit_pic_run.argtypes = [_INT, _INT, _INT, _I64, _I64, _I64, _INT, _DBL, _DBL]
+    lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8]
     return lib, ""
 
 
@@ -242,3 +245,58 @@ class TruncatedRunner:
             raise ValueError("native kernel refused its arguments")
         acc = self._acc
         return int(self._bad[0]), float(acc[0]), acc[1 : 1 + m].copy(), acc[1 + m :].copy()
+
+
+#: Largest ``d + m`` and ``m`` of the native grid limit kernel (``limit_pic.c``).
+PIC_MAX_D, PIC_MAX_M = 3, 2
+
+
+def pic_run(
+    K: np.ndarray,
+    h0: np.ndarray,
+    R: np.ndarray,
+    s: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    *,
+    n_axis: int,
+    chain_steps: int,
+    n_steps: int,
+    heun: bool,
+    alpha: float,
+    dt: float,
+    memory: bool,
+    clip: str,
+) -> np.ndarray:
+    """Run ``n_steps`` time steps of the grid limit solve in place on ``R (G, m)``, ``s (M, m)``.
+
+    ``K (G, G)`` is the node Gram, ``h0 (G, m)`` the node values of ``h_0``; ``xs (n, M, d)``,
+    ``ys (n, M, m)`` the particle paths with ``n = n_steps · stages · chain_steps`` (``n_steps
+    = 0``: a burn-in over ``n = chain_steps`` steps, ``R`` frozen, no deposits). Returns the
+    first stage's mean loss of each time step. Same arithmetic as the JAX stages of
+    :class:`rnnlimit.limit.LimitSolver` up to summation order (``_native/limit_pic.c``).
+    """
+    steps, M, d = xs.shape
+    m = ys.shape[2]
+    G = n_axis ** (d + m)
+    stages = (2 if heun else 1) if n_steps else 0
+    if d + m > PIC_MAX_D or m > PIC_MAX_M:
+        raise ValueError(f"the native grid kernel needs d + m <= {PIC_MAX_D}, m <= {PIC_MAX_M}")
+    if steps != (n_steps * stages * chain_steps if n_steps else chain_steps):
+        raise ValueError(f"xs has {steps} chain steps, expected {n_steps}·{stages}·{chain_steps}")
+    _f64(K, "K", (G, G))
+    _f64(h0, "h0", (G, m))
+    _f64(R, "R", (G, m))
+    _f64(s, "s", (M, m))
+    _f64(xs, "xs", (steps, M, d))
+    _f64(ys, "ys", (steps, M, m))
+    losses = np.zeros(max(n_steps, 1))
+    work = np.empty(3 * G * m)
+    rc = _lib().rnnlimit_pic_run(
+        n_axis, d, m, M, chain_steps, n_steps, int(heun), alpha, dt, int(memory), CLIPS[clip],
+        K.ctypes.data, h0.ctypes.data, R.ctypes.data, xs.ctypes.data, ys.ctypes.data,
+        s.ctypes.data, losses.ctypes.data, work.ctypes.data,
+    )  # fmt: skip
+    if rc != 0:
+        raise ValueError("native grid kernel refused its arguments")
+    return losses[:n_steps]

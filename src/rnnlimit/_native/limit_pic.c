@@ -1,0 +1,187 @@
+/*
+ * Native fast path of rnnlimit.limit's grid solve (MODEL.md §4, particle-in-cell), float64.
+ *
+ * The limit writes h_t(z) = h_0(z) + alpha * sum_j A(z, z_j) R_j(t) over the nodes z_j of a
+ * tensor grid with n nodes per axis on [-1, 1]^D, D = d + m <= 3, and
+ *
+ *     dR/dt = E_{pi_t}[ phi(Z) (Y - h_t(Z)) ],   phi_j = multilinear hat function of node j.
+ *
+ * One stage freezes R, forms the node values hgrid = h0 + alpha * K R (K the fixed node Gram),
+ * and runs cs chain steps of the M particles: Z = (X, S); h(Z) by multilinear interpolation of
+ * hgrid; r = Y - h(Z) deposited onto the 2^D corner nodes with the hat weights; S <- psi(h(Z))
+ * when the memory is on. The stage returns rho = sum of deposits / (M cs) and the mean loss
+ * 1/2 |r|^2. The chain paths X (steps x M x d) and Y (steps x M x m) are exogenous (they do not
+ * depend on h) and come precomputed from JAX, so this file holds only the h-coupled part.
+ * Heun: R <- R + dt/2 (rho(R) + rho(R + dt rho(R))), the two stages on consecutive chain
+ * steps; Euler: R <- R + dt rho(R). Same arithmetic as LimitSolver's JAX stages (rnnlimit.limit)
+ * up to the summation order of the deposits and of K R.
+ *
+ * Exported: rnnlimit_pic_run(...) (see its comment). No threads: LimitSolver runs its base and
+ * refinement solves side by side, one per core.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(_WIN32)
+#define EXPORT __declspec(dllexport)
+#else
+#define EXPORT __attribute__((visibility("default")))
+#endif
+
+enum { PIC_CLIP_HARD = 0, PIC_CLIP_SMOOTH = 1 };
+#define PIC_MAX_D 3
+#define PIC_MAX_M 2
+
+typedef struct {
+    int64_t G, M;
+    int n, D, d, m, memory, clip;
+    double alpha;
+    const double *K, *h0;
+    double *hgrid;
+    int64_t stride[PIC_MAX_D];
+} pic_t;
+
+/* hgrid = h0 + alpha * K R   (G x m) */
+static void node_values(const pic_t *p, const double *R) {
+    const int64_t G = p->G;
+    const int m = p->m;
+    for (int64_t i = 0; i < G; i++) {
+        const double *row = p->K + i * G;
+        for (int j = 0; j < m; j++) {
+            double acc = 0.0;
+            if (m == 1) {
+#pragma omp simd reduction(+ : acc)
+                for (int64_t k = 0; k < G; k++) acc += row[k] * R[k];
+            } else {
+                for (int64_t k = 0; k < G; k++) acc += row[k] * R[k * m + j];
+            }
+            p->hgrid[i * m + j] = p->h0[i * m + j] + p->alpha * acc;
+        }
+    }
+}
+
+static inline double clip_psi(int clip, double g) {
+    if (clip == PIC_CLIP_HARD) return g < -1.0 ? -1.0 : (g > 1.0 ? 1.0 : g);
+    return tanh(g);
+}
+
+/* cs chain steps with hgrid frozen; rho (G x m) gets sum of deposits / (M cs) when non-NULL.
+   Returns the mean of 1/2 |Y - h(Z)|^2 over the M particles and cs steps. D, d, m are
+   compile-time constants in each instantiation (see stage), so the corner loops unroll. */
+static inline __attribute__((always_inline)) double stage_dm(const pic_t *p, const double *xs,
+                                                             const double *ys, double *s,
+                                                             int64_t cs, double *rho, const int d,
+                                                             const int m) {
+    const int D = d + m;
+    const int64_t M = p->M;
+    const int n = p->n;
+    const int corners = 1 << D;
+    const double half = 0.5 * (n - 1), top = n - 2;
+    const double *hgrid = p->hgrid;
+    double loss = 0.0;
+    if (rho) memset(rho, 0, sizeof(double) * (size_t)(p->G * m));
+    for (int64_t k = 0; k < cs; k++) {
+        const double *x = xs + k * M * d;
+        const double *y = ys + k * M * m;
+        for (int64_t q = 0; q < M; q++) {
+            double f[PIC_MAX_D];
+            int64_t base = 0;
+            for (int a = 0; a < D; a++) {
+                double z = a < d ? x[q * d + a] : s[q * m + (a - d)];
+                z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
+                const double u = (z + 1.0) * half; /* >= 0: truncation is floor */
+                double i0 = (double)(int64_t)u;
+                i0 = i0 > top ? top : i0;
+                f[a] = u - i0;
+                base += (int64_t)i0 * p->stride[a];
+            }
+            int64_t idx[1 << PIC_MAX_D];
+            double w[1 << PIC_MAX_D];
+            for (int c = 0; c < corners; c++) {
+                int64_t off = base;
+                double wc = 1.0;
+                for (int a = 0; a < D; a++) {
+                    const int bit = (c >> (D - 1 - a)) & 1;
+                    off += bit * p->stride[a];
+                    wc *= bit ? f[a] : 1.0 - f[a];
+                }
+                idx[c] = off;
+                w[c] = wc;
+            }
+            for (int j = 0; j < m; j++) {
+                double hz = 0.0;
+                for (int c = 0; c < corners; c++) hz += w[c] * hgrid[idx[c] * m + j];
+                const double r = y[q * m + j] - hz;
+                loss += 0.5 * r * r;
+                if (rho)
+                    for (int c = 0; c < corners; c++) rho[idx[c] * m + j] += w[c] * r;
+                if (p->memory) s[q * m + j] = clip_psi(p->clip, hz);
+            }
+        }
+    }
+    const double norm = 1.0 / ((double)M * (double)cs);
+    if (rho)
+        for (int64_t i = 0; i < p->G * m; i++) rho[i] *= norm;
+    return loss * norm;
+}
+
+static double stage(const pic_t *p, const double *xs, const double *ys, double *s, int64_t cs,
+                    double *rho) {
+    if (p->d == 1 && p->m == 1) return stage_dm(p, xs, ys, s, cs, rho, 1, 1);
+    if (p->d == 2 && p->m == 1) return stage_dm(p, xs, ys, s, cs, rho, 2, 1);
+    return stage_dm(p, xs, ys, s, cs, rho, 1, 2); /* d + m <= 3, m <= 2 */
+}
+
+/*
+ * Run n_steps time steps (Heun when heun != 0, else Euler) of the grid limit solve, or, with
+ * n_steps = 0, a burn-in of cs chain steps with R frozen and no deposits.
+ *   K (G x G), h0 (G x m), R (G x m, updated), s (M x m, updated)
+ *   xs (steps x M x d), ys (steps x M x m) with steps = n_steps * stages * cs (burn-in: cs)
+ *   losses (n_steps): the first stage's mean loss of each time step
+ *   work: 3 G m doubles of scratch
+ * Returns 0, or -1 when the arguments are outside what this kernel handles.
+ */
+EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t n_steps, int heun,
+                            double alpha, double dt, int memory, int clip, const double *K,
+                            const double *h0, double *R, const double *xs, const double *ys,
+                            double *s, double *losses, double *work) {
+    const int D = d + m;
+    if (n < 2 || d < 1 || m < 1 || m > PIC_MAX_M || D > PIC_MAX_D || M < 1 || cs < 1 ||
+        n_steps < 0 || (d == 2 && m == 2))
+        return -1;
+    pic_t p;
+    p.n = n, p.D = D, p.d = d, p.m = m, p.M = M, p.memory = memory, p.clip = clip;
+    p.alpha = alpha, p.K = K, p.h0 = h0;
+    p.G = 1;
+    for (int a = 0; a < D; a++) p.G *= n;
+    for (int a = 0; a < D; a++) {
+        int64_t st = 1;
+        for (int b = a + 1; b < D; b++) st *= n;
+        p.stride[a] = st;
+    }
+    const int64_t Gm = p.G * m;
+    p.hgrid = work;
+    double *rho1 = work + Gm, *rho2 = work + 2 * Gm;
+    if (n_steps == 0) {
+        node_values(&p, R);
+        stage(&p, xs, ys, s, cs, NULL);
+        return 0;
+    }
+    const int64_t chunk = cs * M;
+    for (int64_t t = 0; t < n_steps; t++) {
+        node_values(&p, R);
+        losses[t] = stage(&p, xs, ys, s, cs, rho1);
+        xs += chunk * d, ys += chunk * m;
+        if (heun) {
+            for (int64_t i = 0; i < Gm; i++) rho2[i] = R[i] + dt * rho1[i];
+            node_values(&p, rho2);
+            stage(&p, xs, ys, s, cs, rho2);
+            xs += chunk * d, ys += chunk * m;
+            for (int64_t i = 0; i < Gm; i++) R[i] += 0.5 * dt * (rho1[i] + rho2[i]);
+        } else {
+            for (int64_t i = 0; i < Gm; i++) R[i] += dt * rho1[i];
+        }
+    }
+    return 0;
+}
