@@ -179,3 +179,45 @@ def test_channel_standardisation_uses_given_statistics():
     np.testing.assert_allclose(live.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(live.std(axis=0), 1.0, rtol=1e-12)
     assert not z[2, 3:].any()
+
+
+def test_many_segments_match_direct_means_of_the_state_history():
+    from rnnlimit.seqfeatures import _unit_features
+
+    xs = RNG.uniform(-1, 1, (4, 11, 2))
+    lengths = np.array([11, 7, 3, 1])
+    om = sample_omega(jax.random.PRNGKey(3), 8, 2, OmegaLaw())
+    segs = 5
+    got = np.asarray(
+        sequence_features(om, xs, lengths, readout="segments", n_segments=segs, scale=1.0)
+    ).reshape(4, 8, 1 + segs, 5)
+    for i, n in enumerate(lengths):  # every state H_k, ∇H_k of series i alone, from the definition
+        hist = np.asarray(
+            _unit_features(om, xs[i : i + 1, :n], np.array([n]), "erf", "history", "ntk", False)
+        )[:, 0]
+        np.testing.assert_allclose(got[i, :, 0], hist[-1], rtol=1e-12)
+        for j in range(segs):
+            ks = [k for k in range(n) if k * segs // n == j]
+            want = hist[ks].mean(axis=0) if ks else np.zeros_like(hist[0])
+            np.testing.assert_allclose(got[i, :, 1 + j], want, rtol=1e-11, atol=1e-14)
+
+
+def test_coarsened_segments_equal_a_coarser_feature_pass():
+    from rnnlimit.seqfeatures import coarsen_segments, segment_counts
+
+    xs = RNG.uniform(-1, 1, (5, 40, 1))
+    lengths = np.array([40, 33, 17, 16, 9])
+    counts = segment_counts(lengths, 16)
+    assert np.array_equal(counts.sum(axis=1), lengths)
+    assert counts[4, 2] == 0  # 9 steps over 16 parts leave some empty
+    om = sample_omega(jax.random.PRNGKey(4), 8, 1, OmegaLaw())
+    fine = np.asarray(sequence_features(om, xs, lengths, readout="segments", n_segments=16))
+    coarse = np.asarray(sequence_features(om, xs, lengths, readout="segments", n_segments=4))
+    fine, coarse = fine.reshape(5, 8, 17, 4)[:, :, 1:], coarse.reshape(5, 8, 5, 4)[:, :, 1:]
+    np.testing.assert_allclose(coarsen_segments(fine, lengths, 4), coarse, rtol=1e-11)
+    mean = np.asarray(sequence_features(om, xs, lengths, readout="mean")).reshape(5, 8, 1, 4)
+    np.testing.assert_allclose(coarsen_segments(fine, lengths, 16), mean, rtol=1e-11)
+    with pytest.raises(ParameterError, match="factor"):
+        coarsen_segments(fine, lengths, 3)
+    with pytest.raises(ParameterError, match="n_segments"):
+        sequence_features(om, xs, lengths, readout="segments", n_segments=0)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlimit.activations import activation
-from rnnlimit.errors import check_choice
+from rnnlimit.errors import ParameterError, check_choice, check_int
 
 if TYPE_CHECKING:  # the ω samples are drawn in seqkernel, which imports this module
     from rnnlimit.seqkernel import Omega
@@ -53,24 +53,39 @@ def _flat(q: tuple[Array, ...]) -> Array:
     return jnp.concatenate([t if t.ndim == 3 else t[..., None] for t in q], axis=-1)
 
 
+def segment_index(k: Array, lengths: Array, segs: int) -> Array:
+    """Segment ``j = ⌊k·S/L_i⌋`` (clipped to ``S-1``) of step ``k`` of a series of length ``L_i``
+    (``S = segs``)."""
+    return jnp.minimum(k * segs // lengths, segs - 1)
+
+
+def segment_counts(lengths: np.ndarray, segs: int) -> np.ndarray:
+    """Steps per segment ``c_ij = #{k < L_i : ⌊k·S/L_i⌋ = j}`` (n, S) (0 for empty segments)."""
+    lengths = np.asarray(lengths, np.int64)
+    k = np.arange(int(lengths.max()))
+    j = np.minimum(k[None, :] * segs // lengths[:, None], segs - 1)
+    live = k[None, :] < lengths[:, None]
+    return np.stack([((j == s) & live).sum(axis=1) for s in range(segs)], axis=1)
+
+
 def _unit_features(
-    omega: Omega, xs: Array, lengths: Array, act: str, readout: str, part: str, ragged: bool
-) -> Array:
+    omega: Omega, xs: Array, lengths: Array, act: str, readout: str, part: str, ragged: bool,
+    segs: int = N_SEGMENTS,
+) -> Array:  # fmt: skip
     """Per-unit features ``[H, ∂_w H, ∂_b H, ∂_u H]`` (n, P, f·r) by one scan over time.
 
+    Segment sums are accumulated by a scatter-add into the row's current segment, so one step
+    costs the same for any number of segments ``segs``.
     ``readout="history"`` returns instead the last-state features after every step (L, n, P, f).
     """
     n, length, d = xs.shape
     ntk = part == "ntk"
     zeros = jnp.zeros((n, omega.b.shape[0]), xs.dtype)
     state = (zeros, jnp.zeros((*zeros.shape, d), xs.dtype), zeros, zeros) if ntk else (zeros,)
-    segs = N_SEGMENTS if readout == "segments" else 1
+    segs = segs if readout == "segments" else 1
     want_mean = readout in ("mean", "both", "segments")
-    acc0 = (
-        (tuple(jnp.zeros((n, segs, *q.shape[1:]), xs.dtype) for q in state),
-         jnp.zeros((n, segs), xs.dtype))
-        if want_mean else ()
-    )  # fmt: skip
+    acc0 = tuple(jnp.zeros((n, segs, *q.shape[1:]), xs.dtype) for q in state) if want_mean else ()
+    rows = jnp.arange(n)
 
     def step(carry, inputs):
         st, acc = carry
@@ -80,39 +95,37 @@ def _unit_features(
         if ragged:  # freeze the state of sequences that have ended
             mask = [live[:, None, None] if q.ndim == 3 else live[:, None] for q in new]
             new = tuple(jnp.where(m, q, q0) for m, q, q0 in zip(mask, new, st, strict=True))
-        if want_mean:  # running sums over each of `segs` equal parts of the true length
-            seg = jnp.minimum(k * segs // lengths, segs - 1)
-            wt = jax.nn.one_hot(seg, segs, dtype=xs.dtype) * live[:, None]
-            sums = tuple(
-                a0 + wt.reshape(wt.shape + (1,) * (q.ndim - 1)) * q[:, None]
-                for q, a0 in zip(new, acc[0], strict=True)
+        if want_mean:  # running sums of the current segment of each row's true length
+            seg = segment_index(k, lengths, segs)
+            wt = live.astype(xs.dtype)
+            acc = tuple(
+                a0.at[rows, seg].add(wt.reshape(wt.shape + (1,) * (q.ndim - 1)) * q)
+                for q, a0 in zip(new, acc, strict=True)
             )
-            acc = (sums, acc[1] + wt)
         return (new, acc), (_flat(new) if readout == "history" else None)
 
     ks = jnp.arange(length)
-    (last, acc), every = jax.lax.scan(step, (state, acc0), (ks, jnp.swapaxes(xs, 0, 1)))
+    (last, sums), every = jax.lax.scan(step, (state, acc0), (ks, jnp.swapaxes(xs, 0, 1)))
     if readout == "history":
         return every
     out = [_flat(last)] if readout in ("last", "both", "segments") else []
     if want_mean:
-        sums, counts = acc
-        parts = [
-            _flat(tuple(q[:, j] for q in sums)) / jnp.maximum(counts[:, j], 1.0)[:, None, None]
-            for j in range(segs)
-        ]
-        out.extend(parts)
+        seg_of = segment_index(ks[None, :], lengths[:, None], segs)
+        live = (ks[None, :] < lengths[:, None]).astype(xs.dtype)
+        counts = jnp.einsum("nk,nks->ns", live, jax.nn.one_hot(seg_of, segs, dtype=xs.dtype))
+        inv = 1.0 / jnp.maximum(counts, 1.0)
+        out.extend(_flat(tuple(q[:, j] for q in sums)) * inv[:, j, None, None] for j in range(segs))
     return jnp.concatenate(out, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("act", "readout", "part", "ragged", "block"))
-def _features_jit(omega, xs, lengths, scale, act, readout, part, ragged, block):
+@partial(jax.jit, static_argnames=("act", "readout", "part", "ragged", "block", "segs"))
+def _features_jit(omega, xs, lengths, scale, act, readout, part, ragged, block, segs):
     n, length, d = xs.shape
     xb = xs.reshape(n // block, block, length, d)
     lb = lengths.reshape(n // block, block)
 
     def one(args):
-        f = _unit_features(omega, args[0], args[1], act, readout, part, ragged)
+        f = _unit_features(omega, args[0], args[1], act, readout, part, ragged, segs)
         return f.reshape(block, -1) * scale
 
     return jax.lax.map(one, (xb, lb)).reshape(n, -1)
@@ -142,6 +155,7 @@ def feature_panels(
     part: str = "ntk",
     scale: float | None = None,
     block: int = 64,
+    n_segments: int = N_SEGMENTS,
     panel: int | None = None,
     workers: int | None = None,
     out: np.ndarray | None = None,
@@ -157,6 +171,7 @@ def feature_panels(
     """
     check_choice("readout", readout, READOUTS)
     check_choice("part", part, PARTS)
+    check_int("n_segments", n_segments, 1)
     xs_np = np.asarray(xs, np.dtype(omega.b.dtype))
     n, length = xs_np.shape[:2]
     lengths_np = (np.full(n, length) if lengths is None else np.asarray(lengths)).astype(np.int32)
@@ -173,7 +188,9 @@ def feature_panels(
         if padded != rows:
             x = np.concatenate([x, np.zeros((padded - rows, *x.shape[1:]), x.dtype)])
             ln = np.concatenate([ln, np.full(padded - rows, length, np.int32)])
-        phi = _features_jit(omega, x, ln, scale_arr, activation_name, readout, part, ragged, block)
+        phi = _features_jit(
+            omega, x, ln, scale_arr, activation_name, readout, part, ragged, block, n_segments
+        )
         phi = jax.block_until_ready(phi if padded == rows else phi[:rows])
         if out is None:
             return start, phi
@@ -198,20 +215,23 @@ def sequence_features(
     part: str = "ntk",
     scale: float | None = None,
     block: int = 64,
+    n_segments: int = N_SEGMENTS,
 ) -> Array:
     """Feature matrix ``Φ`` (n, F) with ``Φ Φᵀ`` the kernel estimate over the samples in ``omega``.
 
     ``xs`` (n, L, d), ``lengths`` (n,) true lengths (steps past a length are ignored: the
     last-state readout is ``H_{L_i}``, the mean divides by ``L_i``). ``F = P·f·r`` with ``f = d+3``
     for ``part="ntk"`` (``[H, ∇_ω H]``), ``f = 1`` for ``"nngp"``, and ``r = 2`` for
-    ``readout="both"`` (last and mean concatenated, so the kernels add), ``r = 1 + N_SEGMENTS``
-    for ``"segments"`` (last state and the means over each quarter of the true length).
+    ``readout="both"`` (last and mean concatenated, so the kernels add), ``r = 1 + S`` for
+    ``"segments"`` with ``S = n_segments``: the last state and the segment means
+    ``M_j = c_ij^{-1} Σ_{k<L_i, ⌊kS/L_i⌋=j} [H_k, ∇_ω H_k]`` over ``S`` equal parts of the true
+    length (``c_ij`` steps, :func:`segment_counts`; an empty segment gives 0).
     ``scale`` defaults to ``P^{-1/2}``. Rows are processed in blocks of ``block`` to stay
     cache-resident, in panels computed concurrently (:func:`feature_panels`).
     """
     panels = feature_panels(
         omega, xs, lengths, activation_name=activation_name, readout=readout, part=part,
-        scale=scale, block=block,
+        scale=scale, block=block, n_segments=n_segments,
     )  # fmt: skip
     return panels[0][1] if len(panels) == 1 else jnp.concatenate([p for _, p in panels])
 
@@ -239,13 +259,35 @@ def history_features(
 
 def host_features(omega: Omega, xs: Array, lengths: Array | None, **opts) -> np.ndarray:
     """:func:`feature_panels` written into one preallocated host array (n, F) (C order)."""
-    width = feature_width(int(xs.shape[2]), opts.get("readout", "last"), opts.get("part", "ntk"))
+    width = feature_width(
+        int(xs.shape[2]), opts.get("readout", "last"), opts.get("part", "ntk"),
+        opts.get("n_segments", N_SEGMENTS),
+    )  # fmt: skip
     out = np.empty((len(xs), width * omega.b.shape[0]), np.dtype(omega.b.dtype))
     feature_panels(omega, xs, lengths, out=out, **opts)
     return out
 
 
-def feature_width(d: int, readout: str, part: str) -> int:
+def feature_width(d: int, readout: str, part: str, n_segments: int = N_SEGMENTS) -> int:
     """Features per ω sample: ``f·r`` (see :func:`sequence_features`)."""
     f = d + 3 if part == "ntk" else 1
-    return f * {"both": 2, "segments": 1 + N_SEGMENTS}.get(readout, 1)
+    return f * {"both": 2, "segments": 1 + n_segments}.get(readout, 1)
+
+
+def coarsen_segments(means: np.ndarray, lengths: np.ndarray, factor: int) -> np.ndarray:
+    """Segment means over ``S`` parts (n, ..., S, f) → means over ``S/factor`` parts.
+
+    Exact because ``⌊k·(S/m)/L⌋ = ⌊⌊k·S/L⌋/m⌋``: coarse part ``J`` is the union of fine parts
+    ``j = J·m .. J·m+m-1`` (``m = factor``), so ``M_J = Σ_j c_ij M_j / Σ_j c_ij`` with the step
+    counts ``c_ij`` of :func:`segment_counts`. Lets one feature pass serve several resolutions.
+    """
+    segs = means.shape[-2]
+    check_int("factor", factor, 1)
+    if segs % factor:
+        raise ParameterError("factor", f"must divide the number of segments {segs}, got {factor}")
+    counts = segment_counts(lengths, segs).astype(means.dtype)  # (n, S)
+    shape = (len(counts),) + (1,) * (means.ndim - 3) + (segs, 1)
+    w = counts.reshape(shape)
+    coarse = (means * w).reshape(*means.shape[:-2], segs // factor, factor, means.shape[-1])
+    tot = w.reshape(*shape[:-2], segs // factor, factor, 1).sum(axis=-2)
+    return coarse.sum(axis=-2) / np.maximum(tot, 1.0)

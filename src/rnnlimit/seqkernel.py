@@ -221,6 +221,7 @@ def sequence_kernel(
     method: str = "mc",
     n_batches: int = 1,
     readout: str = "last",
+    n_segments: int = N_SEGMENTS,
     normalize: bool = False,
     dtype: str = "float64",
     memory_budget: int = 2**30,
@@ -231,19 +232,21 @@ def sequence_kernel(
     ``kernel_fn(x1, x2=None, *, part="ntk", diag=False, return_stderr=False)`` returns the Gram
     ``K(x1, x2)`` (n1, n2) (``K(x1, x1)`` when ``x2`` is None; the vector ``K(x_i, x_i)`` with
     ``diag=True``), and its standard errors as a second array with ``return_stderr=True``
-    (needs ``n_batches ≥ 2``). ``part="nngp"`` gives ``E[H H']`` alone. ``x1``/``x2``: anything
-    ``as_batch`` takes, of ``dim_in`` channels; lengths may differ. ``normalize=True`` returns
-    ``K(x,y)/√(K(x,x)K(y,y))`` (standard errors divided likewise, ignoring the diagonal's own
-    error). ω is drawn once here; the ω-loop is tiled so that the features of one chunk take about
-    ``memory_budget`` bytes.
+    (needs ``n_batches ≥ 2``). ``readout="segments"`` uses ``n_segments`` equal parts of each
+    true length (:func:`sequence_features`). ``part="nngp"`` gives ``E[H H']`` alone.
+    ``x1``/``x2``: anything ``as_batch`` takes, of ``dim_in`` channels; lengths may differ.
+    ``normalize=True`` returns ``K(x,y)/√(K(x,x)K(y,y))`` (standard errors divided likewise,
+    ignoring the diagonal's own error). ω is drawn once here; the ω-loop is tiled so that the
+    features of one chunk take about ``memory_budget`` bytes.
     """
     law = OmegaLaw() if law is None else law
     check_choice("readout", readout, READOUTS)
+    check_int("n_segments", n_segments, 1)
     check_int("memory_budget", memory_budget, 1)
     check_int("block", block, 1)
     omega = sample_omega(key, n_theta, dim_in, law, method=method, n_batches=n_batches, dtype=dtype)
     itemsize = jnp.dtype(dtype).itemsize
-    width = feature_width(dim_in, readout, "ntk")
+    width = feature_width(dim_in, readout, "ntk", n_segments)
 
     def kernel_fn(x1, x2=None, *, part="ntk", diag=False, return_stderr=False):
         check_choice("part", part, PARTS)
@@ -256,7 +259,8 @@ def sequence_kernel(
                 raise ParameterError(name, f"must have {dim_in} channels, got {xs.shape[2]}")
         rows = len(xs1) + (0 if b2 is None else len(b2[0]))
         chunk = max(1, min(n_theta // n_batches, memory_budget // (3 * rows * width * itemsize)))
-        opts = {"activation_name": law.activation, "readout": readout, "part": part, "block": block}
+        opts = {"activation_name": law.activation, "readout": readout, "part": part,
+                "block": block, "n_segments": n_segments}  # fmt: skip
 
         def features(om, scale):
             f1 = host_features(om, xs1, l1, scale=scale, **opts)
