@@ -158,3 +158,62 @@ def test_same_seed_same_result_with_the_error_estimate_solved_side_by_side() -> 
     b = limit_solver(problem)(numerics, _eval_grid(), [0.2, 0.4])
     np.testing.assert_array_equal(a.h, b.h)
     assert a.error == b.error and set(a.error) == {"dt", "M", "basis", "lag", "lag_raw", "total"}
+
+
+def _memory_problem(d: int, m: int) -> LimitProblem:
+    """A problem with the memory on: AR(1) inputs in R^d, a filtered target in R^m."""
+
+    def f(x):
+        return jnp.sin(2.0 * x[:1]) * jnp.ones(m) + 0.3 * jnp.arange(m) * x[-1]
+
+    target = FilterTarget(0.5, f=f, m=m) if (d, m) != (1, 1) else FilterTarget(0.5)
+    return LimitProblem(AR1Chain(0.6, 0.8, d=d), target, KernelSpec(d=d, m=m), alpha=1.0)
+
+
+@pytest.mark.parametrize(("d", "m", "scheme"), [(1, 1, "heun"), (2, 1, "euler"), (1, 2, "heun")])
+def test_native_grid_stages_equal_the_jax_stages(d: int, m: int, scheme: str) -> None:
+    """The C stages (limit_pic.c) against the JAX stages on the same paths: the same h, loss,
+    memory samples and Lipschitz constants up to summation order (float64, 1e-12)."""
+    from rnnlimit import native
+
+    if not native.available():
+        pytest.skip(f"native kernel unavailable: {native.unavailable_reason()}")
+    problem = _memory_problem(d, m)
+    numerics = LimitNumerics(T=0.6, dt=0.1, M=96, chain_steps=3, grid=7, burn_in=5, scheme=scheme)
+    z = np.random.default_rng(0).uniform(-1, 1, (10, d + m))
+    kw = dict(memory_times=[0.3], estimate_error=False)
+    a = limit_solver(problem, "native")(numerics, z, [0.0, 0.3, 0.6], **kw)
+    b = limit_solver(problem, "jax")(numerics, z, [0.0, 0.3, 0.6], **kw)
+    assert np.abs(a.h).max() > 1e-3  # something happened
+    np.testing.assert_allclose(a.h, b.h, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12)
+    np.testing.assert_allclose(a.lipschitz, b.lipschitz, rtol=1e-10)
+    np.testing.assert_allclose(a.memory[0.3]["s"], b.memory[0.3]["s"], atol=1e-12)
+    np.testing.assert_array_equal(a.memory[0.3]["x"], b.memory[0.3]["x"])
+
+
+def test_shared_paths_give_the_solve_alone() -> None:
+    """Solves with the same M and seed read one shared path store; the base solve must be the
+    same as when it draws its own paths segment by segment (and the dt solve sees its noise)."""
+    problem = _memory_problem(1, 1)
+    numerics = LimitNumerics(T=0.6, dt=0.1, M=64, chain_steps=2, grid=9, burn_in=4)
+    z = _eval_grid()
+    solver = limit_solver(problem)
+    alone = solver(numerics, z, estimate_error=False, memory_times=[0.6])
+    shared = solver(numerics, z, estimate_error=["dt", "basis"], memory_times=[0.6])
+    np.testing.assert_allclose(shared.h, alone.h, rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(shared.memory[0.6]["x"], alone.memory[0.6]["x"])
+    np.testing.assert_array_equal(shared.memory[0.6]["s"], alone.memory[0.6]["s"])
+    half = solver(LimitNumerics(T=0.6, dt=0.05, M=64, chain_steps=1, grid=9, burn_in=4), z,
+                  estimate_error=False)  # fmt: skip
+    expected = np.sqrt(np.mean((alone.h - half.h[::2]) ** 2, axis=(1, 2))).max()
+    assert shared.error["dt"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_native_backend_where_it_cannot_run_names_the_backend() -> None:
+    problem = _memory_problem(1, 1)
+    numerics = LimitNumerics(T=0.2, dt=0.1, M=8, chain_steps=1, representation="features")
+    with pytest.raises(ParameterError, match="backend"):
+        limit_solver(problem, "native")(numerics, _eval_grid(), estimate_error=False)
+    with pytest.raises(ParameterError, match="backend"):
+        limit_solver(problem, "gpu")

@@ -25,18 +25,28 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit import native
-from rnnlimit.activations import CLIPS, psi
+from rnnlimit.activations import CLIPS
 from rnnlimit.bases import FeatureBasis, GridBasis, grid_gram
-from rnnlimit.chains import Chain, Target, init_particles, particle_paths
+from rnnlimit.chains import Chain, Target
 from rnnlimit.errors import ContractionError, ParameterError, check_choice, check_int, check_range
 from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.limitsteps import (
+    SEGMENT_BYTES,
+    STORE_BYTES,
+    PathCursor,
+    PathStore,
+    SharedStore,
+    jax_segment,
+    native_reason,
+    native_segment,
+)
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
@@ -99,6 +109,11 @@ class LimitNumerics:
     def n_steps(self) -> int:
         return max(1, round(self.T / self.dt))
 
+    @property
+    def total_chain_steps(self) -> int:
+        """Chain steps of the particles over ``[0, T]`` (burn-in aside)."""
+        return self.n_steps * self.chain_steps * (2 if self.scheme == "heun" else 1)
+
 
 @dataclass
 class LimitResult:
@@ -152,124 +167,12 @@ class LimitSolver:
         self.backend = backend
         self.kernel_fn = ntk(problem.kernel)
         self._segments: dict[tuple, Callable] = {}
-        self._burn: dict[tuple, Callable] = {}
         self._lip: dict[tuple, Callable] = {}
         self._path_fns: dict[int, Callable] = {}
 
     def _zero(self, z: Array) -> Array:
         """``h_0 = 0`` (one function object, so compiled stages are reused across calls)."""
         return jnp.zeros((z.shape[0], self.problem.kernel.m), z.dtype)
-
-    # -- the pieces that run inside jit ---------------------------------------------------
-
-    def _paths(self, n_sub: int) -> Callable:
-        """Jitted ``(key, parts, j0) -> parts, X (n_sub, M, d), Y (n_sub, M, m)``.
-
-        The particle paths do not depend on ``h``, so they are drawn in one batch ahead of the
-        ``h``-coupled stages. Chain step ``j`` uses ``fold_in(key, j)``: solves that differ only
-        in ``Δt``, the basis or the chain steps per stage see the same random numbers (common
-        random numbers), so their differences are discretisation, not noise.
-        """
-        if n_sub not in self._path_fns:
-            chain, target = self.problem.chain, self.problem.target
-
-            def paths(key: Array, parts: Any, j0: Array) -> tuple:
-                keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(j0 + jnp.arange(n_sub))
-                return particle_paths(chain, target, parts, keys)
-
-            self._path_fns[n_sub] = jax.jit(paths)
-        return self._path_fns[n_sub]
-
-    def _stage(self, basis: Any, h0: H0, deposit: bool) -> Callable:
-        """One stage: the paths ``X, Y`` of ``n`` chain steps with ``h`` frozen at ``R``.
-
-        Returns the new memories, ``ρ = Σ_k Σ_p φ(Z_kp)(Y_kp − h(Z_kp)) / (M n)`` and the mean
-        loss ``½|Y − h(Z)|²``.
-        """
-        clip, alpha, memory = self.problem.clip, self.problem.alpha, self.problem.memory
-
-        def run(aux: dict, R: Array, s: Array, xs: Array, ys: Array) -> tuple:
-            hgrid = aux["h0"] + alpha * aux["K"] @ R if "K" in aux else None
-
-            def one(carry: tuple, xy: tuple[Array, Array]) -> tuple:
-                s, rho, loss = carry
-                z = jnp.concatenate([xy[0], s], 1)
-                if hgrid is not None:
-                    hz = basis.interpolate(hgrid, z)
-                else:
-                    feats = basis.features(aux["omega"], z)  # read and deposit with one φ(Z)
-                    hz = h0(z) + alpha * feats @ R
-                r = xy[1] - hz
-                if deposit:
-                    rho = rho + (basis.deposit(z, r) if hgrid is not None else feats.T @ r)
-                loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
-                s_next = psi(clip, hz)[0] if memory else s
-                return (s_next, rho, loss), None
-
-            init = (s, jnp.zeros_like(R), jnp.zeros((), R.dtype))
-            (s, rho, loss), _ = jax.lax.scan(one, init, (xs, ys))
-            n = xs.shape[0]
-            return s, rho / (s.shape[0] * n), loss / n
-
-        return run
-
-    def _segment(self, basis: Any, h0: H0, numerics: LimitNumerics, n_steps: int) -> Callable:
-        """Jitted ``n_steps`` time steps (JAX stages): paths, then Heun or Euler on ``R``."""
-        key = (basis, h0, numerics.chain_steps, numerics.scheme, n_steps)
-        if key in self._segments:
-            return self._segments[key]
-        stage = self._stage(basis, h0, True)
-        heun = numerics.scheme == "heun"
-        cs = numerics.chain_steps
-        per_step = cs * (2 if heun else 1)
-        paths = self._paths(n_steps * per_step)
-
-        def segment(aux: dict, R: Array, parts: Any, s: Array, j0: Array, dt: Array) -> tuple:
-            parts, xs, ys = paths(aux["key"], parts, j0)
-            xs = xs.reshape(n_steps, per_step, *xs.shape[1:])
-            ys = ys.reshape(n_steps, per_step, *ys.shape[1:])
-
-            def step(carry: tuple, xy: tuple[Array, Array]) -> tuple:
-                R, s = carry
-                s, rho1, loss = stage(aux, R, s, xy[0][:cs], xy[1][:cs])
-                if heun:
-                    s, rho2, _ = stage(aux, R + dt * rho1, s, xy[0][cs:], xy[1][cs:])
-                    R = R + 0.5 * dt * (rho1 + rho2)
-                else:
-                    R = R + dt * rho1
-                return (R, s), loss
-
-            (R, s), losses = jax.lax.scan(step, (R, s), (xs, ys))
-            return R, parts, s, losses
-
-        self._segments[key] = jax.jit(segment)
-        return self._segments[key]
-
-    def _burn_in(self, basis: Any, h0: H0, n_sub: int) -> Callable:
-        """Jitted burn-in: ``n_sub`` chain steps at ``R`` (no deposits) from chain step 0."""
-        bkey = (basis, h0, n_sub)
-        if bkey not in self._burn:
-            stage, paths = self._stage(basis, h0, False), self._paths(n_sub)
-
-            def burn(aux: dict, R: Array, parts: Any, s: Array) -> tuple:
-                parts, xs, ys = paths(aux["key"], parts, 0)
-                return parts, stage(aux, R, s, xs, ys)[0]
-
-            self._burn[bkey] = jax.jit(burn)
-        return self._burn[bkey]
-
-    def _native_ok(self, basis: Any, dtype: Any) -> str:
-        """Why the native grid kernel cannot run this solve ('' when it can)."""
-        k = self.problem.kernel
-        if not isinstance(basis, GridBasis):
-            return "the native limit kernel handles the grid basis only"
-        if k.d + k.m > native.PIC_MAX_D or k.m > native.PIC_MAX_M:
-            return f"the native limit kernel needs d + m <= {native.PIC_MAX_D}"
-        if dtype != jnp.float64:
-            return "the native limit kernel runs in float64 (enable jax_enable_x64)"
-        if not native.available():
-            return native.unavailable_reason()
-        return ""
 
     # -- one solve --------------------------------------------------------------------------
 
@@ -282,45 +185,18 @@ class LimitSolver:
             return GridBasis(k.d + k.m, numerics.grid)
         return FeatureBasis(k, numerics.n_features, numerics.seed)
 
-    def _jax_advance(
-        self, aux: dict, basis: Any, h0: H0, numerics: LimitNumerics, dt: Array
-    ) -> Callable:
-        """``advance(parts, R, s, j0, n)``: ``n`` time steps from chain step ``j0`` in JAX;
-        ``n = 0`` with ``key=`` is the burn-in."""
-
-        def advance(parts: Any, R: Array, s: Array, j0: int, n: int, key: Any = None) -> tuple:
-            if n == 0:
-                burn = self._burn_in(basis, h0, numerics.burn_in)
-                parts, s = burn(dict(aux, key=key), R, parts, s)
-                return parts, R, s, np.zeros(0)
-            R, parts, s, losses = self._segment(basis, h0, numerics, n)(aux, R, parts, s, j0, dt)
-            return parts, R, s, losses
-
-        return advance
-
-    def _native_advance(
-        self, aux: dict, basis: Any, numerics: LimitNumerics, dt: float
-    ) -> Callable:
-        """As :meth:`_jax_advance`, with the ``h``-coupled stages in ``_native/limit_pic.c``
-        (the particle paths still come from JAX); ``R`` and ``s`` are numpy arrays here."""
-        K = np.ascontiguousarray(aux["K"], dtype=np.float64)
-        h0 = np.ascontiguousarray(aux["h0"], dtype=np.float64)
+    def _segment(self, basis: Any, h0: H0, aux: dict, numerics: LimitNumerics, dtype: Any):
+        """The stage runner of one solve: native where it applies (and is allowed), else JAX."""
+        why = native_reason(self.problem, basis, dtype)
+        if why and self.backend == "native":
+            raise ParameterError("backend", f"'native' is not possible here: {why}")
         heun = numerics.scheme == "heun"
-        per_step = numerics.chain_steps * (2 if heun else 1)
-        opts = dict(
-            n_axis=basis.n_axis, heun=heun, alpha=float(self.problem.alpha), dt=dt,
-            memory=self.problem.memory, clip=self.problem.clip,
-        )  # fmt: skip
-
-        def advance(parts: Any, R: Any, s: Any, j0: int, n: int, key: Any = None) -> tuple:
-            steps = n * per_step if n else numerics.burn_in
-            parts, xs, ys = self._paths(steps)(aux["key"] if key is None else key, parts, j0)
-            xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-            cs = numerics.chain_steps if n else numerics.burn_in
-            loss = native.pic_run(K, h0, R, s, xs, ys, chain_steps=cs, n_steps=n, **opts)
-            return parts, R, s, loss
-
-        return advance
+        if not why and self.backend != "jax":
+            return native_segment(self.problem, basis, aux, numerics.chain_steps, heun), True
+        key = (basis, h0, numerics.chain_steps, heun)
+        if key not in self._segments:
+            self._segments[key] = jax_segment(self.problem, basis, h0, numerics.chain_steps, heun)
+        return self._segments[key], False
 
     def _solve_once(
         self,
@@ -332,6 +208,7 @@ class LimitSolver:
         force: bool,
         progress: Callable[[int, int], None] | None,
         lipschitz_every_record: bool = True,
+        store: SharedStore | None = None,
     ) -> LimitResult:
         """One solve. ``lipschitz_every_record=False`` (refinement solves, whose ``h`` alone is
         used) measures ``L`` at the first and last record only (NaN between)."""
@@ -345,10 +222,10 @@ class LimitSolver:
             nodes = jnp.asarray(basis.nodes(), dt_)
             aux["K"] = jnp.asarray(grid_gram(k, basis, dt_))
             aux["h0"] = jnp.asarray(h0_fn(nodes), dt_).reshape(-1, k.m)
-            K_eval = jnp.asarray(self.kernel_fn(jnp.asarray(zs, dt_), nodes))
+            K_eval = np.asarray(self.kernel_fn(jnp.asarray(zs, dt_), nodes), dtype=float)
         else:
             aux["omega"] = basis.omegas(dt_)
-            K_eval = basis.features(aux["omega"], jnp.asarray(zs, dt_))
+            K_eval = np.asarray(basis.features(aux["omega"], jnp.asarray(zs, dt_)), dtype=float)
         h0_eval = np.asarray(h0_fn(jnp.asarray(zs, dt_)), dtype=float).reshape(len(zs), k.m)
         R = jnp.zeros((basis.size, k.m), dt_)
 
@@ -371,47 +248,44 @@ class LimitSolver:
         def lipschitz(R: Array) -> float:
             return self._lip[lip_key]((jnp.asarray(R, dt_), centres))
 
-        k_init, k_burn, aux["key"] = jax.random.split(jax.random.PRNGKey(numerics.seed), 3)
-        parts = init_particles(p.chain, p.target, k_init, numerics.M, dt_)
-        s = jnp.zeros((numerics.M, k.m), dt_)
         check_contraction(lipschitz(R), force=force)
-        why = self._native_ok(basis, dt_)
-        if why and self.backend == "native":
-            raise ParameterError("backend", f"'native' is not possible here: {why}")
-        heun = numerics.scheme == "heun"
-        per_step = numerics.chain_steps * (2 if heun else 1)
-        dt = jnp.asarray(numerics.T / numerics.n_steps, dt_)
-        if not why and self.backend != "jax":
-            advance = self._native_advance(aux, basis, numerics, float(dt))
+        segment, on_host = self._segment(basis, h0_fn, aux, numerics, dt_)
+        s = jnp.zeros((numerics.M, k.m), dt_)
+        if on_host:
             R, s = np.zeros(R.shape), np.zeros(s.shape)
+        if store is not None:
+            paths: Any = store.cursor()
         else:
-            advance = self._jax_advance(aux, basis, h0_fn, numerics, dt)
+            args = (numerics.M, numerics.seed, numerics.burn_in, dt_, self._path_fns)
+            paths = PathCursor(p, *args)
+        dt = numerics.T / numerics.n_steps
+        dt_arg = dt if on_host else jnp.asarray(dt, dt_)
         if numerics.burn_in:
-            parts, R, s, _ = advance(parts, R, s, 0, 0, key=k_burn)
+            R, s, _ = segment(aux, R, s, *paths.burn(), None)
 
         hs, lips, losses, memory, coeffs = [], [], [], {}, []
         done = 0
-        # the paths of one call are held in memory: cap them at about 32 MB
+        per_step = numerics.chain_steps * (2 if numerics.scheme == "heun" else 1)
+        # the paths of one segment are held in memory at once: cap them
         path_bytes = per_step * numerics.M * (k.d + k.m) * np.dtype(dt_).itemsize
-        chunk = max(1, (32 << 20) // path_bytes)
+        chunk = max(1, SEGMENT_BYTES // path_bytes)
         for target_step in rec_steps:
             while target_step > done:
                 n = int(min(target_step - done, chunk))
-                parts, R, s, seg_loss = advance(parts, R, s, done * per_step, n)
+                R, s, seg_loss = segment(aux, R, s, *paths.take(n * per_step), dt_arg)
                 losses.append(np.asarray(seg_loss))
                 done += n
                 if not np.all(np.isfinite(np.asarray(R))):
                     raise ParameterError("dt", f"the limit solve became non-finite by step {done}")
-            hs.append(h0_eval + p.alpha * np.asarray(K_eval @ jnp.asarray(R, dt_)))
-            coeffs.append(jnp.asarray(R, dt_))
+            coeffs.append(np.array(R, dtype=float))
+            hs.append(h0_eval + p.alpha * K_eval @ coeffs[-1])
             last = target_step == rec_steps[-1]
             lips.append(lipschitz(R) if lipschitz_every_record or last or not lips else np.nan)
             if done in mem_steps:
-                x = np.asarray(jax.vmap(p.chain.observe)(parts.state), float).reshape(-1, k.d)
-                memory[done] = dict(x=x, s=np.asarray(s))
+                memory[done] = dict(x=paths.next_x(), s=np.array(s))
             if lips[-1] >= 1.0 and not force:
                 err = ContractionError(lips[-1])
-                err.args = (f"{err.args[0]} (at t = {done * float(dt):.4g})",)
+                err.args = (f"{err.args[0]} (at t = {done * dt:.4g})",)
                 raise err
             if progress is not None:
                 progress(done, numerics.n_steps)
@@ -423,13 +297,13 @@ class LimitSolver:
                 feats = self.kernel_fn(zj, nodes)
             else:
                 feats = basis.features(aux["omega"], zj)
-            return np.asarray(h0_fn(zj) + p.alpha * feats @ coeffs[i], dtype=float)
+            return np.asarray(h0_fn(zj) + p.alpha * feats @ jnp.asarray(coeffs[i], dt_), float)
 
         return LimitResult(
             eval_points=zs,
-            times=rec_steps * float(dt),
+            times=rec_steps * dt,
             h=np.stack(hs),
-            loss_t=np.arange(loss.size) * float(dt),
+            loss_t=np.arange(loss.size) * dt,
             loss=loss,
             lipschitz=np.asarray(lips),
             memory={float(t * dt): v for t, v in memory.items()},
@@ -473,18 +347,21 @@ class LimitSolver:
         def steps_of(n: LimitNumerics, t: np.ndarray) -> np.ndarray:
             return np.round(np.asarray(t) / (n.T / n.n_steps)).astype(int)
 
+        stores: dict[tuple, SharedStore] = {}
+
         def solve(n: LimitNumerics, prog: Callable | None = None, base: bool = True) -> LimitResult:
             rec = np.unique(steps_of(n, ts))
             mem = {int(v) for v in steps_of(n, np.asarray(memory_times, float))} if base else set()
-            return self._solve_once(n, zs, rec, mem, h0, force, prog, base)
+            store = stores.get((n.M, n.seed, n.burn_in))
+            return self._solve_once(n, zs, rec, mem, h0, force, prog, base, store)
 
         def cost(n: LimitNumerics) -> float:
-            """Relative work of a solve: particle steps, plus node-Gram products for a grid."""
+            """Relative work of a solve: particle steps (~50 ns each, paths included) plus,
+            on a grid, the node-Gram product of every stage (~0.3 ns per entry)."""
+            basis = self._basis(n)
             stages = n.n_steps * (2 if n.scheme == "heun" else 1)
-            G = self._basis(n).size
-            return n.M * stages * n.chain_steps + (
-                G * G / 100 if n.representation != "features" else 0
-            )
+            grid = stages * basis.size**2 / 160 if isinstance(basis, GridBasis) else 0.0
+            return n.M * n.total_chain_steps + grid
 
         refined: dict[str, LimitNumerics] = {}
         if estimate_error:
@@ -511,6 +388,21 @@ class LimitSolver:
                 if "lag" in wanted and "M" not in wanted:
                     raise ParameterError("estimate_error", "'lag' needs 'M' (its noise level)")
                 refined = {k: v for k, v in refined.items() if k in wanted}
+        # solves with the same M, seed and burn-in see the same paths (common random numbers):
+        # draw those once for all of them when they fit in memory
+        groups: dict[tuple, list[LimitNumerics]] = {}
+        for n in [numerics, *refined.values()]:
+            groups.setdefault((n.M, n.seed, n.burn_in), []).append(n)
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        for (M, seed, burn_in), members in groups.items():
+            steps = max(
+                n.n_steps * n.chain_steps * (2 if n.scheme == "heun" else 1) for n in members
+            )
+            size = PathStore.nbytes(M, k.d + k.m, burn_in, steps, np.dtype(dtype).itemsize)
+            if len(members) > 1 and size <= STORE_BYTES:
+                args = (M, seed, burn_in, dtype, self._path_fns)
+                make = partial(PathStore, PathCursor(self.problem, *args), steps)
+                stores[(M, seed, burn_in)] = SharedStore(make)
         # the solves are independent and each keeps one core busy: run them side by side
         # (every solve has its own keys, so the results do not depend on the scheduling)
         n_workers = max(1, min(os.cpu_count() or 1, 1 + len(refined)))

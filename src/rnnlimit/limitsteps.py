@@ -1,0 +1,233 @@
+"""The inner loop of the limit solve (MODEL.md §4): particle paths, then the ``h``-coupled stages.
+
+A solve advances M particles ``(X, S, Y)``. Their chain paths ``X_k`` and targets ``Y_k`` do not
+depend on ``h``; only the memory ``S_{k+1} = ψ(h(X_k, S_k))`` and the deposits do. So the paths
+are drawn first, in batches (:class:`PathCursor`), and a *stage* then runs ``n`` chain steps of
+the coupled part with ``h`` frozen at coefficients ``R``::
+
+    Z = (X_k, S_k),   r = Y_k − h(Z),   ρ = Σ_k Σ_p φ(Z_kp) r_kp / (M n),   S_{k+1} = ψ(h(Z))
+
+and Heun (``R ← R + Δt/2 (ρ(R) + ρ(R + Δt ρ(R)))``, the two stages on consecutive chain steps)
+or Euler advances ``R``. Chain step ``j`` of a solve draws with ``fold_in(key, j)``, so solves
+that differ only in ``Δt``, the basis or the chain steps per stage see the same random numbers;
+:class:`PathStore` computes such shared paths once for all of them. The stages run in JAX
+(:func:`jax_segment`) or, for a grid basis with ``d + m ≤ 3`` in float64, in the native kernel
+``_native/limit_pic.c`` (:func:`native_reason`); both give the same numbers up to summation order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlimit import native
+from rnnlimit.activations import psi
+from rnnlimit.bases import GridBasis
+from rnnlimit.chains import Particles, init_particles, particle_paths
+
+Array = jax.Array
+H0 = Callable[[Array], Array]
+#: Paths held in memory at once by one cursor (bytes): a segment longer than this is split.
+SEGMENT_BYTES = 32 << 20
+#: Largest shared path store (bytes); beyond it each solve draws its own paths segment-wise.
+STORE_BYTES = 256 << 20
+
+
+def solve_keys(seed: int) -> tuple[Array, Array, Array]:
+    """``(init, burn-in, main)`` keys of a solve with this seed."""
+    k_init, k_burn, key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return k_init, k_burn, key
+
+
+class PathCursor:
+    """The paths of one solve, drawn batch by batch as it advances (chain step ``j`` of the
+    main phase uses ``fold_in(key, j)``; the burn-in its own key)."""
+
+    def __init__(self, problem: Any, M: int, seed: int, burn_in: int, dtype: Any, cache: dict):
+        self.problem, self.burn_in, self._cache = problem, burn_in, cache
+        k_init, self._k_burn, self._key = solve_keys(seed)
+        self._parts: Particles = init_particles(problem.chain, problem.target, k_init, M, dtype)
+        self._pos = 0
+
+    def _paths(self, n: int) -> Callable:
+        if n not in self._cache:
+            chain, target = self.problem.chain, self.problem.target
+
+            def paths(key: Array, parts: Any, j0: Array) -> tuple:
+                keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(j0 + jnp.arange(n))
+                return particle_paths(chain, target, parts, keys)
+
+            self._cache[n] = jax.jit(paths)
+        return self._cache[n]
+
+    def burn(self) -> tuple[Array, Array]:
+        """``X, Y`` of the burn-in (first call only)."""
+        self._parts, xs, ys = self._paths(self.burn_in)(self._k_burn, self._parts, 0)
+        return xs, ys
+
+    def take(self, n: int) -> tuple[Array, Array]:
+        """``X (n, M, d)``, ``Y (n, M, m)`` of the next ``n`` main chain steps."""
+        self._parts, xs, ys = self._paths(n)(self._key, self._parts, self._pos)
+        self._pos += n
+        return xs, ys
+
+    def next_x(self) -> np.ndarray:
+        """``X`` at the next chain step (the one the current memories ``S`` go with)."""
+        x = jax.vmap(self.problem.chain.observe)(self._parts.state)
+        return np.asarray(x, float).reshape(self._parts.r.shape[0], -1)
+
+
+class PathStore:
+    """Paths of ``n`` main chain steps (plus one) and the burn-in, drawn once in numpy arrays,
+    for every solve with the same ``M``, seed and burn-in; :meth:`cursor` hands out readers."""
+
+    def __init__(self, cursor: PathCursor, n: int) -> None:
+        self.burn_xy = tuple(np.asarray(a) for a in cursor.burn()) if cursor.burn_in else None
+        self.xy = tuple(np.asarray(a) for a in cursor.take(n + 1))
+
+    @staticmethod
+    def nbytes(M: int, D: int, burn_in: int, n: int, itemsize: int = 8) -> int:
+        return (burn_in + n + 1) * M * D * itemsize
+
+    def cursor(self) -> StoreCursor:
+        return StoreCursor(self)
+
+
+class StoreCursor:
+    """A reader of a :class:`PathStore` with the interface of :class:`PathCursor`."""
+
+    def __init__(self, store: PathStore) -> None:
+        self._store, self._pos = store, 0
+
+    def burn(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self._store.burn_xy is not None
+        return self._store.burn_xy
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = self._store.xy
+        if self._pos + n >= xs.shape[0]:
+            raise IndexError("the shared paths end before this solve does")
+        self._pos += n
+        return xs[self._pos - n : self._pos], ys[self._pos - n : self._pos]
+
+    def next_x(self) -> np.ndarray:
+        x = self._store.xy[0][self._pos]
+        return x.reshape(x.shape[0], -1)
+
+
+class SharedStore:
+    """A :class:`PathStore` built by the first solve that asks (others wait for it)."""
+
+    def __init__(self, make: Callable[[], PathStore]) -> None:
+        self._make, self._store, self._lock = make, None, threading.Lock()
+
+    def cursor(self) -> StoreCursor:
+        with self._lock:
+            if self._store is None:
+                self._store = self._make()
+        return self._store.cursor()
+
+
+# --------------------------------------------------------------------------- coupled stages
+
+
+def jax_stage(problem: Any, basis: Any, h0: H0, deposit: bool) -> Callable:
+    """``stage(aux, R, s, X, Y) -> (S', ρ, mean loss)``: one stage with ``h`` frozen at ``R``."""
+    clip, alpha, memory = problem.clip, problem.alpha, problem.memory
+
+    def run(aux: dict, R: Array, s: Array, xs: Array, ys: Array) -> tuple:
+        hgrid = aux["h0"] + alpha * aux["K"] @ R if "K" in aux else None
+
+        def one(carry: tuple, xy: tuple[Array, Array]) -> tuple:
+            s, rho, loss = carry
+            z = jnp.concatenate([xy[0], s], 1)
+            if hgrid is not None:
+                hz = basis.interpolate(hgrid, z)
+            else:
+                feats = basis.features(aux["omega"], z)  # read and deposit with one φ(Z)
+                hz = h0(z) + alpha * feats @ R
+            r = xy[1] - hz
+            if deposit:
+                rho = rho + (basis.deposit(z, r) if hgrid is not None else feats.T @ r)
+            loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
+            s_next = psi(clip, hz)[0] if memory else s
+            return (s_next, rho, loss), None
+
+        init = (s, jnp.zeros_like(R), jnp.zeros((), R.dtype))
+        (s, rho, loss), _ = jax.lax.scan(one, init, (xs, ys))
+        n = xs.shape[0]
+        return s, rho / (s.shape[0] * n), loss / n
+
+    return run
+
+
+def jax_segment(problem: Any, basis: Any, h0: H0, chain_steps: int, heun: bool) -> Callable:
+    """Jitted ``segment(aux, R, s, X, Y, dt) -> (R, S, losses)`` over ``X (n·stages·cs, M, d)``;
+    with ``dt = None`` and ``X`` of the burn-in: ``S`` after a burn-in at ``R`` (no deposits)."""
+    stage, burn = jax_stage(problem, basis, h0, True), jax_stage(problem, basis, h0, False)
+    cs, per_step = chain_steps, chain_steps * (2 if heun else 1)
+
+    def segment(aux: dict, R: Array, s: Array, xs: Array, ys: Array, dt: Array | None) -> tuple:
+        if dt is None:
+            return R, burn(aux, R, s, xs, ys)[0], jnp.zeros(0, R.dtype)
+        xs = xs.reshape(-1, per_step, *xs.shape[1:])
+        ys = ys.reshape(-1, per_step, *ys.shape[1:])
+
+        def step(carry: tuple, xy: tuple[Array, Array]) -> tuple:
+            R, s = carry
+            s, rho1, loss = stage(aux, R, s, xy[0][:cs], xy[1][:cs])
+            if heun:
+                s, rho2, _ = stage(aux, R + dt * rho1, s, xy[0][cs:], xy[1][cs:])
+                R = R + 0.5 * dt * (rho1 + rho2)
+            else:
+                R = R + dt * rho1
+            return (R, s), loss
+
+        (R, s), losses = jax.lax.scan(step, (R, s), (xs, ys))
+        return R, s, losses
+
+    return jax.jit(segment)
+
+
+def native_reason(problem: Any, basis: Any, dtype: Any) -> str:
+    """Why the native grid kernel cannot run this solve ('' when it can)."""
+    k = problem.kernel
+    if not isinstance(basis, GridBasis):
+        return "the native limit kernel handles the grid basis only"
+    if k.d + k.m > native.PIC_MAX_D or k.m > native.PIC_MAX_M:
+        return f"the native limit kernel needs d + m <= {native.PIC_MAX_D}"
+    if dtype != jnp.float64:
+        return "the native limit kernel runs in float64 (enable jax_enable_x64)"
+    if not native.available():
+        return native.unavailable_reason()
+    return ""
+
+
+def native_segment(problem: Any, basis: GridBasis, aux: dict, chain_steps: int, heun: bool):
+    """As :func:`jax_segment` with the stages in ``_native/limit_pic.c`` (numpy ``R``, ``S``,
+    updated in place and returned)."""
+    K = np.ascontiguousarray(aux["K"], dtype=np.float64)
+    h0 = np.ascontiguousarray(aux["h0"], dtype=np.float64)
+    opts = dict(n_axis=basis.n_axis, heun=heun, alpha=float(problem.alpha))
+    opts |= dict(memory=problem.memory, clip=problem.clip)
+    per_step = chain_steps * (2 if heun else 1)
+
+    def segment(aux: dict, R: Any, s: Any, xs: Any, ys: Any, dt: float | None) -> tuple:
+        xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+        if dt is None:
+            loss = native.pic_run(
+                K, h0, R, s, xs, ys, chain_steps=xs.shape[0], n_steps=0, dt=0.0, **opts
+            )
+        else:
+            n = xs.shape[0] // per_step
+            loss = native.pic_run(
+                K, h0, R, s, xs, ys, chain_steps=chain_steps, n_steps=n, dt=float(dt), **opts
+            )
+        return R, s, loss
+
+    return segment
