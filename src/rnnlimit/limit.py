@@ -15,7 +15,9 @@ sub-steps; Heun's method (second order) or Euler advances ``R``. The scheme's ow
 estimated by re-solving with ``Δt/2`` (same random numbers), ``2M`` (new ones: sampling noise),
 a finer basis (same random numbers) and twice the chain steps per stage (the lag of the
 particle law behind ``π_t``, its sampling noise removed in quadrature), and reported. The
-five solves are independent and run side by side on the available cores.
+five solves are independent and run side by side on the available cores; those that share
+random numbers read one batch of particle paths (:mod:`rnnlimit.limitsteps`, which also holds
+the stages, in JAX or in the native kernel).
 """
 
 from __future__ import annotations
