@@ -24,8 +24,8 @@ run() {  # name, seconds, command...
   timeout "$secs" "$@" > "$OUT/$name.txt" 2>&1
   echo "$name rc=$? wall=$((SECONDS - t0))s" >> "$OUT/summary.txt"
 }
-run tests 170 $PY -m pytest -p no:cacheprovider -q tests/test_limit.py tests/test_native.py
-run bench_limit 170 $PY benchmarks/bench_limit.py --train-backend jax
+run tests 120 $PY -m pytest -p no:cacheprovider -q tests/test_limit.py tests/test_native.py
+run bench_limit 150 $PY benchmarks/bench_limit.py --train-backend jax
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
 cat "$OUT/env.txt" "$OUT/summary.txt"
 tail -4 "$OUT/bench_limit.txt"
