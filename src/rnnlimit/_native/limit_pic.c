@@ -23,6 +23,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* AVX-512 / AVX2 / baseline versions chosen at load time (as in fused_train.c): the SSE2
+   baseline has no floor/min/max instructions and runs the particle loop ~1.5x slower */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
 #if defined(_WIN32)
 #define EXPORT __declspec(dllexport)
 #else
@@ -43,7 +51,7 @@ typedef struct {
 } pic_t;
 
 /* hgrid = h0 + alpha * K R   (G x m) */
-static void node_values(const pic_t *p, const double *R) {
+MULTIVERSION static void node_values(const pic_t *p, const double *R) {
     const int64_t G = p->G;
     const int m = p->m;
     for (int64_t i = 0; i < G; i++) {
@@ -126,8 +134,8 @@ static inline __attribute__((always_inline)) double stage_dm(const pic_t *p, con
     return loss * norm;
 }
 
-static double stage(const pic_t *p, const double *xs, const double *ys, double *s, int64_t cs,
-                    double *rho) {
+MULTIVERSION static double stage(const pic_t *p, const double *xs, const double *ys, double *s,
+                                int64_t cs, double *rho) {
     if (p->d == 1 && p->m == 1) return stage_dm(p, xs, ys, s, cs, rho, 1, 1);
     if (p->d == 2 && p->m == 1) return stage_dm(p, xs, ys, s, cs, rho, 2, 1);
     return stage_dm(p, xs, ys, s, cs, rho, 1, 2); /* d + m <= 3, m <= 2 */
