@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, Literal
 
 import jax
@@ -41,13 +40,13 @@ from rnnlimit.errors import ContractionError, ParameterError, check_choice, chec
 from rnnlimit.kernels import KernelSpec, ntk
 from rnnlimit.limitsteps import (
     SEGMENT_BYTES,
-    STORE_BYTES,
     PathCursor,
-    PathStore,
     SharedStore,
     jax_segment,
     native_reason,
     native_segment,
+    shared_stores,
+    solve_cost,
 )
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
@@ -349,8 +348,6 @@ class LimitSolver:
         def steps_of(n: LimitNumerics, t: np.ndarray) -> np.ndarray:
             return np.round(np.asarray(t) / (n.T / n.n_steps)).astype(int)
 
-        stores: dict[tuple, SharedStore] = {}
-
         def solve(n: LimitNumerics, prog: Callable | None = None, base: bool = True) -> LimitResult:
             rec = np.unique(steps_of(n, ts))
             mem = {int(v) for v in steps_of(n, np.asarray(memory_times, float))} if base else set()
@@ -358,12 +355,7 @@ class LimitSolver:
             return self._solve_once(n, zs, rec, mem, h0, force, prog, base, store)
 
         def cost(n: LimitNumerics) -> float:
-            """Relative work of a solve: particle steps (~50 ns each, paths included) plus,
-            on a grid, the node-Gram product of every stage (~0.3 ns per entry)."""
-            basis = self._basis(n)
-            stages = n.n_steps * (2 if n.scheme == "heun" else 1)
-            grid = stages * basis.size**2 / 160 if isinstance(basis, GridBasis) else 0.0
-            return n.M * n.total_chain_steps + grid
+            return solve_cost(n, self._basis(n))
 
         refined: dict[str, LimitNumerics] = {}
         if estimate_error:
@@ -390,21 +382,8 @@ class LimitSolver:
                 if "lag" in wanted and "M" not in wanted:
                     raise ParameterError("estimate_error", "'lag' needs 'M' (its noise level)")
                 refined = {k: v for k, v in refined.items() if k in wanted}
-        # solves with the same M, seed and burn-in see the same paths (common random numbers):
-        # draw those once for all of them when they fit in memory
-        groups: dict[tuple, list[LimitNumerics]] = {}
-        for n in [numerics, *refined.values()]:
-            groups.setdefault((n.M, n.seed, n.burn_in), []).append(n)
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-        for (M, seed, burn_in), members in groups.items():
-            steps = max(
-                n.n_steps * n.chain_steps * (2 if n.scheme == "heun" else 1) for n in members
-            )
-            size = PathStore.nbytes(M, k.d + k.m, burn_in, steps, np.dtype(dtype).itemsize)
-            if len(members) > 1 and size <= STORE_BYTES:
-                args = (M, seed, burn_in, dtype, self._path_fns)
-                make = partial(PathStore, PathCursor(self.problem, *args), steps)
-                stores[(M, seed, burn_in)] = SharedStore(make)
+        stores = shared_stores(self.problem, [numerics, *refined.values()], dtype, self._path_fns)
         # the solves are independent and each keeps one core busy: run them side by side
         # (every solve has its own keys, so the results do not depend on the scheduling)
         n_workers = max(1, min(os.cpu_count() or 1, 1 + len(refined)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -131,6 +132,32 @@ class SharedStore:
             if self._store is None:
                 self._store = self._make()
         return self._store.cursor()
+
+
+def shared_stores(problem: Any, solves: list, dtype: Any, cache: dict) -> dict[tuple, SharedStore]:
+    """One :class:`SharedStore` per group of solves (``LimitNumerics``) with the same ``M``,
+    seed and burn-in — they see the same paths — that has more than one member and fits in
+    ``STORE_BYTES``; keyed by ``(M, seed, burn_in)``."""
+    groups: dict[tuple, list] = {}
+    for n in solves:
+        groups.setdefault((n.M, n.seed, n.burn_in), []).append(n)
+    stores = {}
+    D = problem.kernel.d + problem.kernel.m
+    for (M, seed, burn_in), members in groups.items():
+        steps = max(n.total_chain_steps for n in members)
+        size = PathStore.nbytes(M, D, burn_in, steps, np.dtype(dtype).itemsize)
+        if len(members) > 1 and size <= STORE_BYTES:
+            cursor = PathCursor(problem, M, seed, burn_in, dtype, cache)
+            stores[(M, seed, burn_in)] = SharedStore(partial(PathStore, cursor, steps))
+    return stores
+
+
+def solve_cost(numerics: Any, basis: Any) -> float:
+    """Relative work of a solve, for scheduling: particle steps (~50 ns each, paths included)
+    plus, on a grid, the node-Gram product of every stage (~0.3 ns per entry)."""
+    stages = numerics.n_steps * (2 if numerics.scheme == "heun" else 1)
+    grid = stages * basis.size**2 / 160 if isinstance(basis, GridBasis) else 0.0
+    return numerics.M * numerics.total_chain_steps + grid
 
 
 # --------------------------------------------------------------------------- coupled stages
