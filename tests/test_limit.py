@@ -160,25 +160,29 @@ def test_same_seed_same_result_with_the_error_estimate_solved_side_by_side() -> 
     assert a.error == b.error and set(a.error) == {"dt", "M", "basis", "lag", "lag_raw", "total"}
 
 
-def _memory_problem(d: int, m: int) -> LimitProblem:
+def _memory_problem(d: int, m: int, clip: str = "hard") -> LimitProblem:
     """A problem with the memory on: AR(1) inputs in R^d, a filtered target in R^m."""
 
     def f(x):
         return jnp.sin(2.0 * x[:1]) * jnp.ones(m) + 0.3 * jnp.arange(m) * x[-1]
 
     target = FilterTarget(0.5, f=f, m=m) if (d, m) != (1, 1) else FilterTarget(0.5)
-    return LimitProblem(AR1Chain(0.6, 0.8, d=d), target, KernelSpec(d=d, m=m), alpha=1.0)
+    kernel = KernelSpec(d=d, m=m)
+    return LimitProblem(AR1Chain(0.6, 0.8, d=d), target, kernel, alpha=1.0, clip=clip)
 
 
-@pytest.mark.parametrize(("d", "m", "scheme"), [(1, 1, "heun"), (2, 1, "euler"), (1, 2, "heun")])
-def test_native_grid_stages_equal_the_jax_stages(d: int, m: int, scheme: str) -> None:
+@pytest.mark.parametrize(
+    ("d", "m", "scheme", "clip"),
+    [(1, 1, "heun", "hard"), (2, 1, "euler", "smooth"), (1, 2, "heun", "hard")],
+)
+def test_native_grid_stages_equal_the_jax_stages(d: int, m: int, scheme: str, clip: str) -> None:
     """The C stages (limit_pic.c) against the JAX stages on the same paths: the same h, loss,
     memory samples and Lipschitz constants up to summation order (float64, 1e-12)."""
     from rnnlimit import native
 
     if not native.available():
         pytest.skip(f"native kernel unavailable: {native.unavailable_reason()}")
-    problem = _memory_problem(d, m)
+    problem = _memory_problem(d, m, clip)
     numerics = LimitNumerics(T=0.6, dt=0.1, M=96, chain_steps=3, grid=7, burn_in=5, scheme=scheme)
     z = np.random.default_rng(0).uniform(-1, 1, (10, d + m))
     kw = dict(memory_times=[0.3], estimate_error=False)
