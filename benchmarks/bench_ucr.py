@@ -27,9 +27,10 @@ Ours (the same procedure for every dataset; nothing is chosen on the test split)
 5. SVC (``C`` in ``CS``) and kernel ridge classification (one-hot ±1 targets, ``alpha`` in
    ``ALPHAS``) on each, scored by repeated stratified 5-fold CV on the train split
    (repeats ``min(3, ⌈CV_POINTS/n_train⌉)``, to reduce CV noise on tiny train sets); the best
-   (kernel, γ, model, regulariser) — ties keep the first in the order last, mean, coarse to
-   fine segments, last+segments, ntk before nngp, pyr; then smaller γ; SVC (ascending C)
-   before ridge (ascending alpha) — is refit on the whole train split and scored once on the
+   (kernel, γ, model, regulariser) — ties keep the simplest: smaller γ first (the plain
+   kernel before any Gaussian layer), then the readouts in the order last, mean, coarse to
+   fine segments, last+segments, ntk before nngp, pyr; SVC (ascending C) before ridge
+   (ascending alpha) — is refit on the whole train split and scored once on the
    test split.
 
 Times: ours "search" = all Grams + CV + final fit/predict; "final" = all Grams (the selected
@@ -211,8 +212,8 @@ def ours(name: str) -> dict:
     grams = averaged_kernels(xs, lengths, n_tr, segs)
     t1 = time.perf_counter()
     best = (-1.0, None)
-    # ties keep the first: readout order of averaged_kernels, then γ, model, regulariser
-    for (kname, gram), gamma in itertools.product(grams.items(), GAMMAS):
+    # ties keep the first, the simplest: smaller γ, then the readout order of averaged_kernels
+    for gamma, (kname, gram) in itertools.product(GAMMAS, grams.items()):
         k_tr = gaussian(gram[:n_tr, :n_tr], gamma)
         for model, regs in (("svc", CS), ("krr", ALPHAS)):
             for reg in regs:

@@ -7,9 +7,10 @@ For ``P`` samples ``ω_p = (w_p, b_p, u_p)`` each unit runs ``H_k = σ(a_k)``,
     ∂H_k/∂u = σ'(a_k) (1 + b ∂H_{k-1}/∂u).
 
 A readout of the states (last ``H_L``, time average ``(1/L) Σ_k H_k``, both, or the last state and
-``N_SEGMENTS`` segment means) gives the feature vector ``Φ(ξ) = P^{-1/2} [H, ∇_ω H]_{p=1..P}``
-of a history ``ξ``, so that ``Φ(X) Φ(Y)ᵀ`` estimates the kernel of :mod:`rnnlimit.seqkernel`.
-The scan is vectorised over ω and sequences, run in blocks of rows and in concurrent panels.
+the means over ``n_segments`` equal parts, default ``N_SEGMENTS``) gives the feature vector
+``Φ(ξ) = P^{-1/2} [H, ∇_ω H]_{p=1..P}`` of a history ``ξ``, so that ``Φ(X) Φ(Y)ᵀ`` estimates the
+kernel of :mod:`rnnlimit.seqkernel`. The scan is vectorised over ω and sequences, run in blocks
+of rows and in concurrent panels.
 """
 
 from __future__ import annotations
