@@ -74,7 +74,32 @@ def test_callable_kernel_in_svc_inside_gridsearch():
     np.testing.assert_allclose(kernel.diag(x_train[:5]), np.diag(gram), rtol=1e-10)
 
 
+def test_segment_readout_kernel_is_the_library_kernel():
+    """``SequenceKernel(readout="segments", n_segments=k)`` is ``sequence_kernel`` with the same
+    readout: the same Gram from the same ω draw; the segment count changes it."""
+    from rnnlimit.seqkernel import OmegaLaw, sequence_kernel
+
+    x, _ = _two_class_sequences(6, 3)
+    kernel = SequenceKernel(n_channels=2, n_theta=64, readout="segments", n_segments=3)
+    direct = sequence_kernel(
+        2,
+        key=jax.random.PRNGKey(0),
+        law=OmegaLaw(),
+        n_theta=64,
+        method="qmc",
+        readout="segments",
+        n_segments=3,
+        dtype="float64",
+    )
+    expected = np.asarray(direct(kernel.prepare(x)))  # fmt: skip
+    np.testing.assert_allclose(kernel(x), expected, rtol=1e-10)
+    other = SequenceKernel(n_channels=2, n_theta=64, readout="segments", n_segments=5)(x)
+    assert not np.allclose(other, expected)
+
+
 def test_kernel_parameters_are_validated_when_used():
+    with pytest.raises(ParameterError, match="n_segments"):
+        SequenceKernel(readout="segments", n_segments=0)(np.zeros((2, 3)))
     with pytest.raises(ParameterError, match="b_max"):
         SequenceKernel(b_max=2.0)(np.zeros((2, 3)))
     with pytest.raises(ParameterError, match="input_scale"):

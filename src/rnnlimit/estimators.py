@@ -25,12 +25,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from rnnlimit.datasets import unflatten, znormalize
 from rnnlimit.errors import check_choice, check_int, check_range
+from rnnlimit.seqfeatures import N_SEGMENTS
 from rnnlimit.seqkernel import PARTS, OmegaLaw, sequence_kernel
 
 _KERNEL_PARAMS: tuple[str, ...] = (
     "n_channels", "n_theta", "method", "sigma_w", "sigma_u", "b_max", "b_law", "tau_max",
-    "activation", "readout", "part", "normalize", "input_scale", "znormalize", "dtype",
-    "random_state",
+    "activation", "readout", "n_segments", "part", "normalize", "input_scale", "znormalize",
+    "dtype", "random_state",
 )  # fmt: skip
 
 
@@ -39,9 +40,11 @@ class SequenceKernel(BaseEstimator):
 
     ``K(ξ, ξ') = E[H H'] + E[∇_ω H·∇_ω H']`` (``part="ntk"``) or ``E[H H']`` (``"nngp"``),
     estimated with ``n_theta`` samples of ``ω`` (``method`` ``"mc"`` or scrambled-Sobol ``"qmc"``)
-    drawn from ``PRNGKey(random_state)``; ``readout`` ``"last"``, ``"mean"`` or ``"both"``
-    (``K_last + K_mean``); ``normalize`` divides by ``√(K(ξ,ξ)K(ξ',ξ'))``. ``dtype`` of features
-    and Gram: ``"float32"``, ``"float64"``, or None (float64 when ``jax_enable_x64`` is on).
+    drawn from ``PRNGKey(random_state)``; ``readout`` ``"last"``, ``"mean"``, ``"both"``
+    (``K_last + K_mean``) or ``"segments"`` (last state and the means over ``n_segments`` equal
+    parts of each series' true length); ``normalize`` divides by ``√(K(ξ,ξ)K(ξ',ξ'))``.
+    ``dtype`` of features and Gram: ``"float32"``, ``"float64"``, or None (float64 when
+    ``jax_enable_x64`` is on).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class SequenceKernel(BaseEstimator):
         tau_max: float = 100.0,
         activation: str = "erf",
         readout: str = "last",
+        n_segments: int = N_SEGMENTS,
         part: str = "ntk",
         normalize: bool = False,
         input_scale: float = 1.0,
@@ -73,6 +77,7 @@ class SequenceKernel(BaseEstimator):
         self.tau_max = tau_max
         self.activation = activation
         self.readout = readout
+        self.n_segments = n_segments
         self.part = part
         self.normalize = normalize
         self.input_scale = input_scale
@@ -98,7 +103,7 @@ class SequenceKernel(BaseEstimator):
         fn = sequence_kernel(
             self.n_channels, key=jax.random.PRNGKey(self.random_state), law=law,
             n_theta=self.n_theta, method=self.method, readout=self.readout,
-            normalize=self.normalize, dtype=dtype,
+            n_segments=self.n_segments, normalize=self.normalize, dtype=dtype,
         )  # fmt: skip
         self.__dict__["_cache"] = (params, fn)
         return fn
@@ -166,9 +171,9 @@ class SequenceKernelRidge(RegressorMixin, _SequenceKernelEstimator):
         self, alpha: float = 1e-3, *, n_channels: int = 1, n_theta: int = 512,
         method: str = "qmc", sigma_w: float = 1.0, sigma_u: float = 1.0, b_max: float = 0.8,
         b_law: str = "uniform", tau_max: float = 100.0, activation: str = "erf",
-        readout: str = "last", part: str = "ntk", normalize: bool = False,
-        input_scale: float = 1.0, znormalize: bool = False, dtype: str | None = None,
-        random_state: int = 0,
+        readout: str = "last", n_segments: int = N_SEGMENTS, part: str = "ntk",
+        normalize: bool = False, input_scale: float = 1.0, znormalize: bool = False,
+        dtype: str | None = None, random_state: int = 0,
     ) -> None:  # fmt: skip
         self.alpha = alpha
         _init_kernel_params(self, locals())
@@ -202,9 +207,9 @@ class SequenceSVC(ClassifierMixin, _SequenceKernelEstimator):
         self, C: float = 1.0, *, class_weight: Any = None, n_channels: int = 1,
         n_theta: int = 512, method: str = "qmc", sigma_w: float = 1.0, sigma_u: float = 1.0,
         b_max: float = 0.8, b_law: str = "uniform", tau_max: float = 100.0,
-        activation: str = "erf", readout: str = "last", part: str = "ntk",
-        normalize: bool = False, input_scale: float = 1.0, znormalize: bool = False,
-        dtype: str | None = None, random_state: int = 0,
+        activation: str = "erf", readout: str = "last", n_segments: int = N_SEGMENTS,
+        part: str = "ntk", normalize: bool = False, input_scale: float = 1.0,
+        znormalize: bool = False, dtype: str | None = None, random_state: int = 0,
     ) -> None:  # fmt: skip
         self.C = C
         self.class_weight = class_weight
