@@ -271,7 +271,12 @@ def main() -> None:
         default=1,
         help="run ours (ω draw) and ROCKET (random kernels) with seeds 0..n-1; means over them",
     )
+    parser.add_argument(
+        "--n-theta", type=int, default=N_THETA, help="ω samples per feature scan (QMC)"
+    )
     args = parser.parse_args()
+    global N_THETA
+    N_THETA = args.n_theta
     rows = []
     seeds = range(args.seeds)
     for name in args.datasets:
