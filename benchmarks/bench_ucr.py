@@ -262,6 +262,7 @@ def baseline(name: str, which: str, seed: int = 0) -> dict:
 
 
 def main() -> None:
+    global N_THETA
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="*", default=DATASETS)
     parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -275,7 +276,6 @@ def main() -> None:
         "--n-theta", type=int, default=N_THETA, help="ω samples per feature scan (QMC)"
     )
     args = parser.parse_args()
-    global N_THETA
     N_THETA = args.n_theta
     rows = []
     seeds = range(args.seeds)
