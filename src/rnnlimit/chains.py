@@ -372,9 +372,6 @@ def advance_particles(
     return Particles(state, r), x, y
 
 
-UNROLL = 1
-
-
 def particle_paths(
     chain: Chain, target: Target, particles: Particles, keys: Array
 ) -> tuple[Particles, Array, Array]:
@@ -404,7 +401,7 @@ def particle_paths(
         r, x, y = jax.vmap(observe)(p.state, p.r)
         return Particles(chain.step_with(p.state, xi), r), (x, y)
 
-    particles, (xs, ys) = jax.lax.scan(body, particles, noise, unroll=UNROLL)
+    particles, (xs, ys) = jax.lax.scan(body, particles, noise)
     return particles, xs, ys
 
 
