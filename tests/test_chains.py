@@ -19,6 +19,7 @@ from rnnlimit.chains import (
     init_particles,
     integrated_autocorrelation_time,
     memoryless_target,
+    particle_paths,
     sample_stream,
     stationary_law,
     stream_from_array,
@@ -99,6 +100,30 @@ def test_particles_advance_in_lock_step_and_reach_the_stationary_law() -> None:
     law = np.linalg.matrix_power(P3, 3)[0]
     freq = np.array([np.mean(np.abs(np.asarray(x[:, 0]) - v) < 1e-9) for v in V3])
     np.testing.assert_allclose(freq, law, atol=5 * np.sqrt(0.25 / 20_000))
+
+
+@pytest.mark.parametrize(
+    ("chain", "target"),
+    [
+        (AR1Chain(0.6, 0.8), FilterTarget(0.6)),
+        (FiniteChain(P3, V3), LagTarget(lag=2)),
+        (StepChain(lambda key, x: 0.9 * x + 0.1 * jax.random.uniform(key, x.shape), [0.2]),
+         memoryless_target()),
+    ],
+    ids=["ar1-batched", "finite-batched", "step-chain"],
+)  # fmt: skip
+def test_particle_paths_equal_repeated_advance(chain, target) -> None:
+    """The batched path draw (one draw for all steps where the chain separates its noise) is
+    n calls of advance_particles with the same keys: the same random numbers, so equal up to
+    rounding (XLA fuses the jitted scan differently from eager steps: 1e-14)."""
+    parts = init_particles(chain, target, jax.random.PRNGKey(1), 16, jnp.float64)
+    keys = jax.random.split(jax.random.PRNGKey(2), 7)
+    out, xs, ys = jax.jit(lambda p, k: particle_paths(chain, target, p, k))(parts, keys)
+    for i, k in enumerate(keys):
+        parts, x, y = advance_particles(chain, target, parts, k)
+        np.testing.assert_allclose(np.asarray(xs[i]), np.asarray(x), rtol=0, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(ys[i]), np.asarray(y), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(out.state), np.asarray(parts.state), rtol=0, atol=1e-14)
 
 
 def test_deterministic_step_chain_particles() -> None:
