@@ -9,7 +9,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard src/rnnlimit/_native/*.c)
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard src/rnnlimit/_native/*.[ch])
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

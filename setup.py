@@ -29,6 +29,7 @@ setup(
         Extension(
             "rnnlimit._native.fused_train",
             sources=["src/rnnlimit/_native/fused_train.c", "src/rnnlimit/_native/limit_pic.c"],
+            depends=["src/rnnlimit/_native/rnnlimit_native.h"],
             optional=True,
         )
     ],

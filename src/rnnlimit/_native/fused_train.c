@@ -42,22 +42,9 @@
 #define HAVE_THREADS 0
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MULTIVERSION
-#endif
-
-#if defined(_WIN32)
-#define EXPORT __declspec(dllexport)
-#else
-#define EXPORT __attribute__((visibility("default")))
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
+#include "rnnlimit_native.h"
 
 enum { ACT_ERF = 0, ACT_TANH = 1, ACT_RELU = 2 };
-enum { CLIP_HARD = 0, CLIP_SMOOTH = 1 };
 
 /* ------------------------------------------------------------------------------------- exp */
 /* Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, and the Cephes exp.c Pade form
@@ -501,7 +488,7 @@ INLINE int64_t run_interval(const int D, const int M, const int ACT, job_t *J, i
             const double e = y[j] - g[j], gj = g[j];
             loss += e * e;
             ee[j] = e * ea;
-            sn[j] = J->clip == CLIP_HARD ? (gj < -1.0 ? -1.0 : (gj > 1.0 ? 1.0 : gj)) : tanh(gj);
+            sn[j] = psi_clip(J->clip, gj);
         }
         loss *= 0.5;
         loss_acc += loss;

@@ -23,21 +23,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* AVX-512 / AVX2 / baseline versions chosen at load time (as in fused_train.c): the SSE2
-   baseline has no floor/min/max instructions and runs the particle loop ~1.5x slower */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MULTIVERSION
-#endif
+/* the particle loop and K R are MULTIVERSION: the SSE2 baseline has no floor/min/max
+   instructions and runs the particle loop ~1.5x slower */
+#include "rnnlimit_native.h"
 
-#if defined(_WIN32)
-#define EXPORT __declspec(dllexport)
-#else
-#define EXPORT __attribute__((visibility("default")))
-#endif
-
-enum { PIC_CLIP_HARD = 0, PIC_CLIP_SMOOTH = 1 };
 #define PIC_MAX_D 3
 #define PIC_MAX_M 2
 
@@ -69,18 +58,11 @@ MULTIVERSION static void node_values(const pic_t *p, const double *R) {
     }
 }
 
-static inline double clip_psi(int clip, double g) {
-    if (clip == PIC_CLIP_HARD) return g < -1.0 ? -1.0 : (g > 1.0 ? 1.0 : g);
-    return tanh(g);
-}
-
 /* cs chain steps with hgrid frozen; rho (G x m) gets sum of deposits / (M cs) when non-NULL.
    Returns the mean of 1/2 |Y - h(Z)|^2 over the M particles and cs steps. D, d, m are
    compile-time constants in each instantiation (see stage), so the corner loops unroll. */
-static inline __attribute__((always_inline)) double stage_dm(const pic_t *p, const double *xs,
-                                                             const double *ys, double *s,
-                                                             int64_t cs, double *rho, const int d,
-                                                             const int m) {
+INLINE double stage_dm(const pic_t *p, const double *xs, const double *ys, double *s,
+                       int64_t cs, double *rho, const int d, const int m) {
     const int D = d + m;
     const int64_t M = p->M;
     const int n = p->n;
@@ -124,7 +106,7 @@ static inline __attribute__((always_inline)) double stage_dm(const pic_t *p, con
                 loss += 0.5 * r * r;
                 if (rho)
                     for (int c = 0; c < corners; c++) rho[idx[c] * m + j] += w[c] * r;
-                if (p->memory) s[q * m + j] = clip_psi(p->clip, hz);
+                if (p->memory) s[q * m + j] = psi_clip(p->clip, hz);
             }
         }
     }
