@@ -17,4 +17,9 @@ def enable_float64(enable: bool = True) -> None:
     jax.config.update("jax_enable_x64", enable)
 
 
-__all__ = ["__version__", "enable_float64"]
+def float_dtype() -> jax.typing.DTypeLike:
+    """The float type JAX computes in now: float64 in x64 mode, else float32."""
+    return jax.numpy.float64 if jax.config.jax_enable_x64 else jax.numpy.float32
+
+
+__all__ = ["__version__", "enable_float64", "float_dtype"]

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit import float_dtype
 from rnnlimit.errors import ParameterError, StreamError, check_int, check_range
 
 Array = jax.Array
@@ -79,7 +80,7 @@ class FiniteChain:
 
     def draw(self, key: Array, states: Array) -> Array:
         """The randomness of one step of M copies: Gumbel variables ``(M, n_states)``."""
-        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        dtype = float_dtype()
         return jax.random.gumbel(key, (states.shape[0], self.P.shape[0]), dtype)
 
     def step_with(self, states: Array, g: Array) -> Array:
@@ -350,6 +351,17 @@ def init_particles(chain: Chain, target: Target, key: Array, M: int, dtype: Any)
     return Particles(states, jnp.broadcast_to(target.init(dt), (M, *target.init(dt).shape)))
 
 
+def _observe(chain: Chain, target: Target, particles: Particles) -> tuple[Array, Array, Array]:
+    """``X_k`` and ``Y_k`` of every copy: the new target states, ``x (M, d)``, ``y (M, m)``."""
+
+    def one(state: Any, r: Array) -> tuple[Array, Array, Array]:
+        x = chain.observe(state).astype(r.dtype)
+        r, y = target.step(r, x)
+        return r, x, y
+
+    return jax.vmap(one)(particles.state, particles.r)
+
+
 def advance_particles(
     chain: Chain, target: Target, particles: Particles, key: Array
 ) -> tuple[Particles, Array, Array]:
@@ -358,13 +370,7 @@ def advance_particles(
     Returns the new particles and ``x`` of shape ``(M, d)``, ``y`` of shape ``(M, m)``.
     """
     M = particles.r.shape[0]
-
-    def observe(state: Any, r: Array) -> tuple[Array, Array, Array]:
-        x = chain.observe(state).astype(r.dtype)
-        r, y = target.step(r, x)
-        return r, x, y
-
-    r, x, y = jax.vmap(observe)(particles.state, particles.r)
+    r, x, y = _observe(chain, target, particles)
     if hasattr(chain, "step_many"):  # one batched random draw instead of M keyed ones
         state = chain.step_many(key, particles.state)
     else:
@@ -393,12 +399,7 @@ def particle_paths(
     noise = jax.vmap(lambda k: chain.draw(k, particles.state))(keys)
 
     def body(p: Particles, xi: Array) -> tuple[Particles, tuple[Array, Array]]:
-        def observe(state: Any, r: Array) -> tuple[Array, Array, Array]:
-            x = chain.observe(state).astype(r.dtype)
-            r, y = target.step(r, x)
-            return r, x, y
-
-        r, x, y = jax.vmap(observe)(p.state, p.r)
+        r, x, y = _observe(chain, target, p)
         return Particles(chain.step_with(p.state, xi), r), (x, y)
 
     particles, (xs, ys) = jax.lax.scan(body, particles, noise)

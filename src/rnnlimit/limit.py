@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit import float_dtype
 from rnnlimit.activations import CLIPS
 from rnnlimit.bases import FeatureBasis, GridBasis, grid_gram
 from rnnlimit.chains import Chain, Target
@@ -111,9 +112,14 @@ class LimitNumerics:
         return max(1, round(self.T / self.dt))
 
     @property
+    def stages(self) -> int:
+        """Stages per time step: 2 (Heun), 1 (Euler); each runs ``chain_steps`` chain steps."""
+        return 2 if self.scheme == "heun" else 1
+
+    @property
     def total_chain_steps(self) -> int:
         """Chain steps of the particles over ``[0, T]`` (burn-in aside)."""
-        return self.n_steps * self.chain_steps * (2 if self.scheme == "heun" else 1)
+        return self.n_steps * self.stages * self.chain_steps
 
 
 @dataclass
@@ -191,12 +197,11 @@ class LimitSolver:
         why = native_reason(self.problem, basis, dtype)
         if why and self.backend == "native":
             raise ParameterError("backend", f"'native' is not possible here: {why}")
-        heun = numerics.scheme == "heun"
         if not why and self.backend != "jax":
-            return native_segment(self.problem, basis, aux, numerics.chain_steps, heun), True
-        key = (basis, h0, numerics.chain_steps, heun)
+            return native_segment(self.problem, basis, aux, numerics), True
+        key = (basis, h0, numerics.chain_steps, numerics.stages)
         if key not in self._segments:
-            self._segments[key] = jax_segment(self.problem, basis, h0, numerics.chain_steps, heun)
+            self._segments[key] = jax_segment(self.problem, basis, h0, numerics)
         return self._segments[key], False
 
     def _solve_once(
@@ -215,7 +220,7 @@ class LimitSolver:
         used) measures ``L`` at the first and last record only (NaN between)."""
         start = time.perf_counter()
         p, k = self.problem, self.problem.kernel
-        dt_ = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        dt_ = float_dtype()
         basis = self._basis(numerics)
         h0_fn: H0 = h0 if h0 is not None else self._zero
         aux: dict[str, Any] = {}
@@ -251,9 +256,9 @@ class LimitSolver:
 
         check_contraction(lipschitz(R), force=force)
         segment, on_host = self._segment(basis, h0_fn, aux, numerics, dt_)
-        s = jnp.zeros((numerics.M, k.m), dt_)
-        if on_host:
-            R, s = np.zeros(R.shape), np.zeros(s.shape)
+        s = (np if on_host else jnp).zeros((numerics.M, k.m), dt_)
+        if on_host:  # the native stages update numpy R and S in place
+            R = np.zeros(R.shape)
         if store is not None:
             paths: Any = store.cursor()
         else:
@@ -266,7 +271,7 @@ class LimitSolver:
 
         hs, lips, losses, memory, coeffs = [], [], [], {}, []
         done = 0
-        per_step = numerics.chain_steps * (2 if numerics.scheme == "heun" else 1)
+        per_step = numerics.stages * numerics.chain_steps
         # the paths of one segment are held in memory at once: cap them
         path_bytes = per_step * numerics.M * (k.d + k.m) * np.dtype(dt_).itemsize
         chunk = max(1, SEGMENT_BYTES // path_bytes)
@@ -365,7 +370,7 @@ class LimitSolver:
                 else replace(numerics, n_features=2 * numerics.n_features)
             )
             # halving dt halves the chain steps per stage: same samples per unit time, and with
-            # the chain-step-indexed keys the same random numbers (see _paths)
+            # the chain-step-indexed keys the same random numbers (see limitsteps.PathCursor)
             half = replace(numerics, dt=numerics.T / (2 * numerics.n_steps))
             if numerics.chain_steps % 2 == 0:
                 half = replace(half, chain_steps=numerics.chain_steps // 2)
@@ -382,7 +387,7 @@ class LimitSolver:
                 if "lag" in wanted and "M" not in wanted:
                     raise ParameterError("estimate_error", "'lag' needs 'M' (its noise level)")
                 refined = {k: v for k, v in refined.items() if k in wanted}
-        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        dtype = float_dtype()
         stores = shared_stores(self.problem, [numerics, *refined.values()], dtype, self._path_fns)
         # the solves are independent and each keeps one core busy: run them side by side
         # (every solve has its own keys, so the results do not depend on the scheduling)

@@ -155,7 +155,7 @@ def shared_stores(problem: Any, solves: list, dtype: Any, cache: dict) -> dict[t
 def solve_cost(numerics: Any, basis: Any) -> float:
     """Relative work of a solve, for scheduling: particle steps (~50 ns each, paths included)
     plus, on a grid, the node-Gram product of every stage (~0.3 ns per entry)."""
-    stages = numerics.n_steps * (2 if numerics.scheme == "heun" else 1)
+    stages = numerics.n_steps * numerics.stages
     grid = stages * basis.size**2 / 160 if isinstance(basis, GridBasis) else 0.0
     return numerics.M * numerics.total_chain_steps + grid
 
@@ -193,11 +193,13 @@ def jax_stage(problem: Any, basis: Any, h0: H0, deposit: bool) -> Callable:
     return run
 
 
-def jax_segment(problem: Any, basis: Any, h0: H0, chain_steps: int, heun: bool) -> Callable:
+def jax_segment(problem: Any, basis: Any, h0: H0, numerics: Any) -> Callable:
     """Jitted ``segment(aux, R, s, X, Y, dt) -> (R, S, losses)`` over ``X (n·stages·cs, M, d)``;
-    with ``dt = None`` and ``X`` of the burn-in: ``S`` after a burn-in at ``R`` (no deposits)."""
+    with ``dt = None`` and ``X`` of the burn-in: ``S`` after a burn-in at ``R`` (no deposits).
+    Of ``numerics`` (``LimitNumerics``) only ``chain_steps`` and the scheme matter."""
     stage, burn = jax_stage(problem, basis, h0, True), jax_stage(problem, basis, h0, False)
-    cs, per_step = chain_steps, chain_steps * (2 if heun else 1)
+    cs, heun = numerics.chain_steps, numerics.stages == 2
+    per_step = numerics.stages * cs
 
     def segment(aux: dict, R: Array, s: Array, xs: Array, ys: Array, dt: Array | None) -> tuple:
         if dt is None:
@@ -235,26 +237,23 @@ def native_reason(problem: Any, basis: Any, dtype: Any) -> str:
     return ""
 
 
-def native_segment(problem: Any, basis: GridBasis, aux: dict, chain_steps: int, heun: bool):
+def native_segment(problem: Any, basis: GridBasis, aux: dict, numerics: Any) -> Callable:
     """As :func:`jax_segment` with the stages in ``_native/limit_pic.c`` (numpy ``R``, ``S``,
     updated in place and returned)."""
     K = np.ascontiguousarray(aux["K"], dtype=np.float64)
     h0 = np.ascontiguousarray(aux["h0"], dtype=np.float64)
-    opts = dict(n_axis=basis.n_axis, heun=heun, alpha=float(problem.alpha))
+    opts = dict(n_axis=basis.n_axis, heun=numerics.stages == 2, alpha=float(problem.alpha))
     opts |= dict(memory=problem.memory, clip=problem.clip)
-    per_step = chain_steps * (2 if heun else 1)
+    cs, per_step = numerics.chain_steps, numerics.stages * numerics.chain_steps
 
     def segment(aux: dict, R: Any, s: Any, xs: Any, ys: Any, dt: float | None) -> tuple:
         xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-        if dt is None:
-            loss = native.pic_run(
-                K, h0, R, s, xs, ys, chain_steps=xs.shape[0], n_steps=0, dt=0.0, **opts
-            )
-        else:
-            n = xs.shape[0] // per_step
-            loss = native.pic_run(
-                K, h0, R, s, xs, ys, chain_steps=chain_steps, n_steps=n, dt=float(dt), **opts
-            )
+        # the burn-in (dt None) is n_steps = 0 over all its chain steps
+        n, chain_steps = (0, xs.shape[0]) if dt is None else (xs.shape[0] // per_step, cs)
+        dt = 0.0 if dt is None else float(dt)
+        loss = native.pic_run(
+            K, h0, R, s, xs, ys, chain_steps=chain_steps, n_steps=n, dt=dt, **opts
+        )
         return R, s, loss
 
     return segment

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit import float_dtype
 from rnnlimit.activations import CLIPS, psi
 from rnnlimit.errors import ContractionError, ParameterError, check_choice, check_int
 
@@ -66,7 +67,7 @@ def lipschitz_fn(
     z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, d + m)
     if points is not None:
         z = np.concatenate([z, np.asarray(points, dtype=float).reshape(-1, d + m)])
-    dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dt = float_dtype()
     zj = jnp.asarray(z, dt)
 
     @jax.jit
@@ -120,7 +121,7 @@ def memory_fixed_point(
     d = x.shape[1]
     L = lipschitz_constant(h, d, m, clip=clip) if lipschitz is None else float(lipschitz)
     check_contraction(L, force=force)
-    dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dt = float_dtype()
     s_init = jnp.zeros(m, dt) if s0 is None else jnp.asarray(s0, dt).reshape(m)
 
     def step(s: Array, xk: Array) -> tuple[Array, Array]:
