@@ -19,7 +19,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -60,13 +60,19 @@ def segment_index(k: Array, lengths: Array, segs: int) -> Array:
     return jnp.minimum(k * segs // lengths, segs - 1)
 
 
+def _segment_counts(lengths: Array, segs: int, length: int, dtype: Any) -> Array:
+    """``c_ij`` of :func:`segment_counts` over steps ``k < length``, in ``dtype`` (jit-able)."""
+    ks = jnp.arange(length)
+    seg_of = segment_index(ks[None, :], lengths[:, None], segs)
+    live = (ks[None, :] < lengths[:, None]).astype(dtype)
+    return jnp.einsum("nk,nks->ns", live, jax.nn.one_hot(seg_of, segs, dtype=dtype))
+
+
 def segment_counts(lengths: np.ndarray, segs: int) -> np.ndarray:
     """Steps per segment ``c_ij = #{k < L_i : ⌊k·S/L_i⌋ = j}`` (n, S) (0 for empty segments)."""
     lengths = np.asarray(lengths, np.int64)
-    k = np.arange(int(lengths.max()))
-    j = np.minimum(k[None, :] * segs // lengths[:, None], segs - 1)
-    live = k[None, :] < lengths[:, None]
-    return np.stack([((j == s) & live).sum(axis=1) for s in range(segs)], axis=1)
+    counts = _segment_counts(jnp.asarray(lengths), segs, int(lengths.max()), jnp.float32)
+    return np.asarray(counts).astype(np.int64)  # sums of ≤ 2^24 ones: exact in float32
 
 
 def _unit_features(
@@ -111,10 +117,7 @@ def _unit_features(
         return every
     out = [_flat(last)] if readout in ("last", "both", "segments") else []
     if want_mean:
-        seg_of = segment_index(ks[None, :], lengths[:, None], segs)
-        live = (ks[None, :] < lengths[:, None]).astype(xs.dtype)
-        counts = jnp.einsum("nk,nks->ns", live, jax.nn.one_hot(seg_of, segs, dtype=xs.dtype))
-        inv = 1.0 / jnp.maximum(counts, 1.0)
+        inv = 1.0 / jnp.maximum(_segment_counts(lengths, segs, length, xs.dtype), 1.0)
         out.extend(_flat(tuple(q[:, j] for q in sums)) * inv[:, j, None, None] for j in range(segs))
     return jnp.concatenate(out, axis=-1)
 
