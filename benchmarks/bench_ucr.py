@@ -199,13 +199,18 @@ def cv_score(gram: np.ndarray, y: np.ndarray, model: str, reg: float, folds) -> 
     return float(np.mean(acc))
 
 
+def load_padded(name: str) -> tuple[tuple, tuple]:
+    """``(x, lengths, y)`` of the train and test splits, zero-padded to one common length."""
+    train, test = load_ucr(name, "train"), load_ucr(name, "test")
+    length = max(train[0].shape[1], test[0].shape[1])
+    pad = lambda x: np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))  # noqa: E731
+    return (pad(train[0]), *train[1:]), (pad(test[0]), *test[1:])
+
+
 def ours(name: str, seed: int = 0) -> dict:
     """Our classifier on one dataset; ``seed`` draws the ω samples (the CV folds are fixed)."""
-    xtr, ltr, ytr = load_ucr(name, "train")
-    xte, lte, yte = load_ucr(name, "test")
-    length = max(xtr.shape[1], xte.shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))  # noqa: E731
-    xs, lengths = np.concatenate([pad(xtr), pad(xte)]), np.concatenate([ltr, lte])
+    (xtr, ltr, ytr), (xte, lte, yte) = load_padded(name)
+    xs, lengths = np.concatenate([xtr, xte]), np.concatenate([ltr, lte])
     n_tr = len(ytr)
     n_splits = int(min(5, np.unique(ytr, return_counts=True)[1].min()))
     repeats = min(3, -(-CV_POINTS // n_tr))  # about CV_POINTS validation predictions at least
@@ -245,11 +250,8 @@ def baseline(name: str, which: str, seed: int = 0) -> dict:
     from aeon.classification.convolution_based import RocketClassifier
     from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
 
-    xtr, ltr, ytr = load_ucr(name, "train")
-    xte, lte, yte = load_ucr(name, "test")
-    length = max(xtr.shape[1], xte.shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))  # noqa: E731
-    xtr, xte = pad(xtr), pad(xte)
+    (xtr, ltr, ytr), (xte, lte, yte) = load_padded(name)
+    length = xtr.shape[1]
     ragged = bool((ltr != length).any() or (lte != length).any())
     equal = which == "rocket" or not ragged
     clf = (
