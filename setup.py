@@ -1,5 +1,6 @@
 """Build the optional native kernels (``rnnlimit._native.fused_train``: the trainer's
-``fused_train.c`` and the limit solver's ``limit_pic.c``, plain C loaded by ctypes).
+``fused_train.c``, the limit solver's ``limit_pic.c`` and the sequence kernel's feature scan
+``seq_features.c``, plain C loaded by ctypes).
 
 All metadata lives in ``pyproject.toml``. The extension is ``optional``: without a working C
 compiler the install still succeeds and :mod:`rnnlimit.native` reports the kernel unavailable,
@@ -28,7 +29,11 @@ setup(
     ext_modules=[
         Extension(
             "rnnlimit._native.fused_train",
-            sources=["src/rnnlimit/_native/fused_train.c", "src/rnnlimit/_native/limit_pic.c"],
+            sources=[
+                "src/rnnlimit/_native/fused_train.c",
+                "src/rnnlimit/_native/limit_pic.c",
+                "src/rnnlimit/_native/seq_features.c",
+            ],
             depends=["src/rnnlimit/_native/rnnlimit_native.h"],
             optional=True,
         )

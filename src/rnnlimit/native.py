@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 _MODULE = "rnnlimit._native.fused_train"
-_ABI = 3
+_ABI = 4
 #: Smallest N for which ``threads=0`` (auto) uses 2 threads; measured (benchmarks/RESULTS.md).
 THREADS_MIN_N = 4096
 ACTIVATIONS = {"erf": 0, "tanh": 1, "relu": 2}
@@ -70,6 +70,11 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.rnnlimit_pic_run.restype = _INT
     lib.rnnlimit_pic_run.argtypes = [_INT, _INT, _INT, _I64, _I64, _I64, _INT, _DBL, _DBL]
     lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8]
+    lib.rnnlimit_seq_features.restype = _INT
+    lib.rnnlimit_seq_features.argtypes = [_INT, _INT, *[_I64] * 5, *[_P] * 5, _INT, _I64]
+    lib.rnnlimit_seq_features.argtypes += [ctypes.c_float, _P, _P]
+    lib.rnnlimit_seq_act.restype = _INT
+    lib.rnnlimit_seq_act.argtypes = [_INT, _I64, _P, _P, _P]
     return lib, ""
 
 
@@ -300,3 +305,65 @@ def pic_run(
     if rc != 0:
         raise ValueError("native grid kernel refused its arguments")
     return losses[:n_steps]
+
+
+#: Lanes (ω samples) per block of the native feature scan (``_native/seq_features.c``).
+SEQ_LANES = 128
+
+
+def _f32(a: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
+    if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != shape:
+        raise ValueError(f"{name} must be C-contiguous float32 of shape {shape}")
+
+
+def seq_features(
+    xs: np.ndarray,
+    lengths: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    u: np.ndarray,
+    out: np.ndarray,
+    *,
+    activation: str,
+    ntk: bool,
+    last: bool,
+    segments: int,
+    scale: float,
+    rows: tuple[int, int] | None = None,
+) -> None:
+    """Rows ``[i0, i1)`` of the diagonal-RNN feature matrix into ``out (n, P·f·R)`` (float32).
+
+    ``xs (n, L, d)``, ``lengths (n,)`` int32, ``w (P, d)``, ``b, u (P,)``; readouts: the last
+    state when ``last``, then ``segments`` segment means (1: the time mean). Same recursion and
+    layout as :func:`rnnlimit.seqfeatures.sequence_features` (``_native/seq_features.c``); the
+    call releases the GIL, so row ranges can run on threads.
+    """
+    n, L, d = xs.shape
+    P = b.shape[0]
+    f = d + 3 if ntk else 1
+    _f32(xs, "xs", (n, L, d))
+    _f32(b, "b", (P,))
+    _f32(u, "u", (P,))
+    _f32(out, "out", (n, P * f * (int(last) + segments)))
+    if lengths.dtype != np.int32 or lengths.shape != (n,) or not lengths.flags.c_contiguous:
+        raise ValueError(f"lengths must be C-contiguous int32 of shape {(n,)}")
+    w_t = np.ascontiguousarray(np.asarray(w, np.float32).reshape(P, d).T)
+    i0, i1 = (0, n) if rows is None else rows
+    work = np.empty((2 * f + 3) * SEQ_LANES, np.float32)
+    rc = _lib().rnnlimit_seq_features(
+        ACTIVATIONS[activation], int(ntk), i0, i1, L, d, P, xs.ctypes.data, lengths.ctypes.data,
+        w_t.ctypes.data, b.ctypes.data, u.ctypes.data, int(last), segments, scale,
+        out.ctypes.data, work.ctypes.data,
+    )  # fmt: skip
+    if rc != 0:
+        raise ValueError("native feature scan refused its arguments")
+
+
+def seq_activation(name: str, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(σ(a), σ'(a))`` in float32 as the native feature scan computes them (tests)."""
+    a = np.ascontiguousarray(a, np.float32)
+    h, hp = np.empty_like(a), np.empty_like(a)
+    if _lib().rnnlimit_seq_act(ACTIVATIONS[name], a.size, a.ctypes.data, h.ctypes.data,
+                               hp.ctypes.data) != 0:  # fmt: skip
+        raise ValueError(f"unknown activation {name!r}")
+    return h, hp

@@ -10,7 +10,8 @@ A readout of the states (last ``H_L``, time average ``(1/L) Σ_k H_k``, both, or
 the means over ``n_segments`` equal parts, default ``N_SEGMENTS``) gives the feature vector
 ``Φ(ξ) = P^{-1/2} [H, ∇_ω H]_{p=1..P}`` of a history ``ξ``, so that ``Φ(X) Φ(Y)ᵀ`` estimates the
 kernel of :mod:`rnnlimit.seqkernel`. The scan is vectorised over ω and sequences, run in blocks
-of rows and in concurrent panels.
+of rows and in concurrent panels; in float32 the native kernel ``_native/seq_features.c``
+(:func:`rnnlimit.native.seq_features`) runs the same scan, several row ranges on threads.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit import native
 from rnnlimit.activations import activation
 from rnnlimit.errors import ParameterError, check_choice, check_int
 
@@ -35,6 +37,7 @@ Array = jax.Array
 READOUTS: tuple[str, ...] = ("last", "mean", "both", "segments")
 N_SEGMENTS = 4
 PARTS: tuple[str, ...] = ("ntk", "nngp")
+BACKENDS: tuple[str, ...] = ("auto", "native", "jax")
 
 
 def _cell(omega: Omega, act: str, ntk: bool, st: tuple, x: Array) -> tuple:
@@ -149,6 +152,49 @@ def _panel_rows(n: int, block: int) -> int:
     return max(block, -(-min(want, n) // block) * block)
 
 
+def native_reason(omega: Omega, activation_name: str) -> str:
+    """Why the native feature scan cannot run these features (``''`` when it can)."""
+    if not native.available():
+        return native.unavailable_reason()
+    if omega.b.dtype != jnp.float32:
+        return "it computes in float32 only (dtype float64 runs the JAX scan)"
+    if activation_name not in native.ACTIVATIONS:
+        return f"activation {activation_name!r} is not in the native kernel"
+    return ""
+
+
+def _native_panels(
+    omega: Omega, xs: np.ndarray, lengths: np.ndarray, act: str, readout: str, part: str,
+    scale: float, segs: int, workers: int, out: np.ndarray | None,
+) -> list[tuple[int, Array]]:  # fmt: skip
+    """:func:`feature_panels` by the native scan: row ranges of about ``n/(4·workers)`` rows
+    (at least 8) on ``workers`` threads, written into ``out``; one panel ``[(0, out)]``."""
+    n, _, d = xs.shape
+    segments = {"last": 0, "mean": 1, "both": 1}.get(readout, segs)
+    width = feature_width(d, readout, part, segs) * omega.b.shape[0]
+    dest = np.empty((n, width), np.float32) if out is None else out
+    if dest.shape != (n, width) or dest.dtype != np.float32 or not dest.flags.c_contiguous:
+        raise ParameterError("out", f"must be a C-contiguous float32 array of shape {(n, width)}")
+    xs32 = np.ascontiguousarray(xs, np.float32)
+    w, b, u = (np.ascontiguousarray(np.asarray(a, np.float32)) for a in (omega.w, omega.b, omega.u))
+    step = max(8, -(-n // (4 * max(workers, 1))))
+    ranges = [(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def run(rows: tuple[int, int]) -> None:
+        native.seq_features(
+            xs32, lengths, w, b, u, dest, activation=act, ntk=part == "ntk",
+            last=readout != "mean", segments=segments, scale=float(scale), rows=rows,
+        )  # fmt: skip
+
+    if workers <= 1 or len(ranges) == 1:
+        for r in ranges:
+            run(r)
+    else:
+        with ThreadPoolExecutor(min(workers, len(ranges))) as pool:
+            list(pool.map(run, ranges))
+    return [(0, dest if out is not None else jnp.asarray(dest))]
+
+
 def feature_panels(
     omega: Omega,
     xs: Array,
@@ -163,6 +209,7 @@ def feature_panels(
     panel: int | None = None,
     workers: int | None = None,
     out: np.ndarray | None = None,
+    backend: str = "auto",
 ) -> list[tuple[int, Array]]:
     """Features of :func:`sequence_features` as row panels ``[(start, Φ[start:start+rows])]``.
 
@@ -172,17 +219,31 @@ def feature_panels(
     whole block (its output rows are sliced); nothing else is copied. With ``out`` (a host
     array (n, F) of the feature dtype) each worker copies its panel into ``out`` as soon as it is
     done, and the returned panels are views of ``out``.
+
+    ``backend``: ``"native"`` runs the C scan (float32 only, :func:`native_reason`), in row
+    ranges on ``workers`` threads, writing into ``out`` (or one new host array: one panel);
+    ``"jax"`` the jitted scan; ``"auto"`` (default) the native one where it can run.
     """
     check_choice("readout", readout, READOUTS)
     check_choice("part", part, PARTS)
     check_int("n_segments", n_segments, 1)
+    check_choice("backend", backend, BACKENDS)
     xs_np = np.asarray(xs, np.dtype(omega.b.dtype))
     n, length = xs_np.shape[:2]
     lengths_np = (np.full(n, length) if lengths is None else np.asarray(lengths)).astype(np.int32)
+    scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    reason = native_reason(omega, activation_name) if backend != "jax" else "backend='jax'"
+    if backend == "native" and reason:
+        raise ParameterError("backend", f"'native' cannot run here: {reason}")
+    if not reason:
+        return _native_panels(
+            omega, xs_np, lengths_np, activation_name, readout, part, scale, n_segments,
+            workers, out,
+        )  # fmt: skip
     ragged = bool((lengths_np != length).any())
     block = max(1, min(block, n))
     panel = _panel_rows(n, block) if panel is None else max(block, panel // block * block)
-    scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
     scale_arr = jnp.asarray(scale, xs_np.dtype)
 
     def one(start: int) -> tuple[int, Array]:
@@ -202,7 +263,6 @@ def feature_panels(
         return start, out[start : start + rows]
 
     starts = list(range(0, n, panel))
-    workers = (os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or len(starts) == 1:
         return [one(s) for s in starts]
     with ThreadPoolExecutor(min(workers, len(starts))) as pool:
@@ -220,6 +280,7 @@ def sequence_features(
     scale: float | None = None,
     block: int = 64,
     n_segments: int = N_SEGMENTS,
+    backend: str = "auto",
 ) -> Array:
     """Feature matrix ``Φ`` (n, F) with ``Φ Φᵀ`` the kernel estimate over the samples in ``omega``.
 
@@ -231,11 +292,12 @@ def sequence_features(
     ``M_j = c_ij^{-1} Σ_{k<L_i, ⌊kS/L_i⌋=j} [H_k, ∇_ω H_k]`` over ``S`` equal parts of the true
     length (``c_ij`` steps, :func:`segment_counts`; an empty segment gives 0).
     ``scale`` defaults to ``P^{-1/2}``. Rows are processed in blocks of ``block`` to stay
-    cache-resident, in panels computed concurrently (:func:`feature_panels`).
+    cache-resident, in panels computed concurrently (:func:`feature_panels`), or by the native
+    scan in float32 (``backend``, as in :func:`feature_panels`).
     """
     panels = feature_panels(
         omega, xs, lengths, activation_name=activation_name, readout=readout, part=part,
-        scale=scale, block=block, n_segments=n_segments,
+        scale=scale, block=block, n_segments=n_segments, backend=backend,
     )  # fmt: skip
     return panels[0][1] if len(panels) == 1 else jnp.concatenate([p for _, p in panels])
 

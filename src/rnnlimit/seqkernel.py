@@ -33,6 +33,7 @@ from scipy.stats import norm, qmc
 from rnnlimit.activations import ACTIVATIONS, sup_derivative
 from rnnlimit.datasets import as_batch
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
+from rnnlimit.seqfeatures import BACKENDS as BACKENDS
 from rnnlimit.seqfeatures import N_SEGMENTS as N_SEGMENTS  # re-exported (public before seqfeatures)
 from rnnlimit.seqfeatures import PARTS as PARTS
 from rnnlimit.seqfeatures import READOUTS as READOUTS
@@ -226,6 +227,7 @@ def sequence_kernel(
     dtype: str = "float64",
     memory_budget: int = 2**30,
     block: int = 64,
+    backend: str = "auto",
 ) -> KernelFn:
     """Set up the Monte Carlo / QMC limit NTK between sequences; return ``kernel_fn``.
 
@@ -237,13 +239,15 @@ def sequence_kernel(
     ``x1``/``x2``: anything ``as_batch`` takes, of ``dim_in`` channels; lengths may differ.
     ``normalize=True`` returns ``K(x,y)/√(K(x,x)K(y,y))`` (standard errors divided likewise,
     ignoring the diagonal's own error). ω is drawn once here; the ω-loop is tiled so that the
-    features of one chunk take about ``memory_budget`` bytes.
+    features of one chunk take about ``memory_budget`` bytes. ``backend`` picks the feature
+    scan: ``"native"`` (C, float32), ``"jax"``, or ``"auto"`` (native where it can run).
     """
     law = OmegaLaw() if law is None else law
     check_choice("readout", readout, READOUTS)
     check_int("n_segments", n_segments, 1)
     check_int("memory_budget", memory_budget, 1)
     check_int("block", block, 1)
+    check_choice("backend", backend, BACKENDS)
     omega = sample_omega(key, n_theta, dim_in, law, method=method, n_batches=n_batches, dtype=dtype)
     itemsize = jnp.dtype(dtype).itemsize
     width = feature_width(dim_in, readout, "ntk", n_segments)
@@ -260,7 +264,7 @@ def sequence_kernel(
         rows = len(xs1) + (0 if b2 is None else len(b2[0]))
         chunk = max(1, min(n_theta // n_batches, memory_budget // (3 * rows * width * itemsize)))
         opts = {"activation_name": law.activation, "readout": readout, "part": part,
-                "block": block, "n_segments": n_segments}  # fmt: skip
+                "block": block, "n_segments": n_segments, "backend": backend}  # fmt: skip
 
         def features(om, scale):
             f1 = host_features(om, xs1, l1, scale=scale, **opts)

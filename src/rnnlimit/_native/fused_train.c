@@ -15,7 +15,7 @@
  *   rnnlimit_truncated(...)        the interval runner
  *   rnnlimit_act(...)              sigma and sigma' of the kernel's activations (tests)
  *   rnnlimit_exp(...)              the kernel's exp (tests)
- *   rnnlimit_abi_version()         bumped when a signature changes (also limit_pic.c's)
+ *   rnnlimit_abi_version()         bumped when a signature changes (also limit_pic.c's and seq_features.c's)
  *
  * Two threads (nthreads = 2, pthreads; the helper is created once per call and joined at its
  * end) share each step's pass: the units are cut into fixed chunks (<= 64, >= 512 units,
@@ -635,4 +635,4 @@ EXPORT int rnnlimit_exp(int64_t n, const double *x, double *y) {
     return 0;
 }
 
-EXPORT int rnnlimit_abi_version(void) { return 3; }
+EXPORT int rnnlimit_abi_version(void) { return 4; }
