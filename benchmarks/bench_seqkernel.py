@@ -1,9 +1,11 @@
 """Throughput of the diagonal-RNN sequence NTK Gram (MODEL.md §6) against the matmul peak.
 
 n = 2000 univariate sequences of length 100, 4096 ω samples (QMC), NTK part, last-state readout,
-float32. End-to-end = features (one fused scan) + Gram product, after a warm-up call that
-compiles. ``ratio gram_vs_matmul_peak`` = (2 n² F / end-to-end time) / (flop rate of a plain
-general matmul ``Φ Ψᵀ`` of the same shapes measured in this run: the faster of jitted ``jnp`` and
+float32. End-to-end = features (one fused scan: the native C scan where it is built, the
+``backend="auto"`` default) + Gram product, after a warm-up call that compiles. The JAX scan's
+time on the same data is printed next to it (``features_speedup_native_vs_jax``).
+``ratio gram_vs_matmul_peak`` = (2 n² F / end-to-end time) / (flop rate of a plain general
+matmul ``Φ Ψᵀ`` of the same shapes measured in this run: the faster of jitted ``jnp`` and
 host-BLAS ``numpy`` gemm); best of ``REPEATS`` for every timing. The kernel's Gram is the
 symmetric product ``Φ Φᵀ`` (numpy calls BLAS syrk for it: half the flops of the gemm), whose
 time is reported too; the flops counted are always ``2 n² F``.
@@ -22,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlimit.seqfeatures import native_reason
 from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features, sequence_kernel
 
 REPEATS = 3
@@ -58,6 +61,10 @@ def main() -> None:
     feats = lambda: sequence_features(omega, xs)  # noqa: E731
     phi = feats()
     t_feat = best_time(feats)
+    backend = "jax" if native_reason(omega, "erf") else "native"
+    feats_jax = lambda: sequence_features(omega, xs, backend="jax")  # noqa: E731
+    feats_jax()
+    t_jax = best_time(feats_jax)
     f_len = phi.shape[1]
     matmul = jax.jit(lambda a: a @ a.T)
     jax.block_until_ready(matmul(phi))
@@ -79,7 +86,8 @@ def main() -> None:
         f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}",
         f"n {n} length {length} n_theta {p} feature_length {f_len} dtype float32",
         f"first_call_s {first:.3f} (includes compilation)",
-        f"features_s {t_feat:.3f}",
+        f"features_s {t_feat:.3f} (backend {backend}) features_jax_s {t_jax:.3f} "
+        f"features_speedup_native_vs_jax {t_jax / t_feat:.2f}",
         f"matmul_jnp_s {t_jnp:.3f} matmul_numpy_gemm_s {t_np:.3f} "
         f"numpy_syrk_s {t_syrk:.3f} (symmetric product, as used by the kernel)",
         f"matmul_s {t_mm:.3f} matmul_gflops {rate_mm / 1e9:.1f} (faster of the two)",

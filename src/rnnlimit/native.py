@@ -349,7 +349,7 @@ def seq_features(
         raise ValueError(f"lengths must be C-contiguous int32 of shape {(n,)}")
     w_t = np.ascontiguousarray(np.asarray(w, np.float32).reshape(P, d).T)
     i0, i1 = (0, n) if rows is None else rows
-    work = np.empty((2 * f + 3) * SEQ_LANES, np.float32)
+    work = np.empty((2 * f + 3 + f * (int(last) + segments)) * SEQ_LANES, np.float32)
     rc = _lib().rnnlimit_seq_features(
         ACTIVATIONS[activation], int(ntk), i0, i1, L, d, P, xs.ctypes.data, lengths.ctypes.data,
         w_t.ctypes.data, b.ctypes.data, u.ctypes.data, int(last), segments, scale,

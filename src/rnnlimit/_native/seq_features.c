@@ -30,7 +30,9 @@
 #include "rnnlimit_native.h"
 
 enum { SEQ_ERF = 0, SEQ_TANH = 1, SEQ_RELU = 2 };
+#ifndef LANES
 #define LANES 128
+#endif
 
 INLINE float bits_to_float(uint32_t u) {
     float f;
@@ -116,10 +118,9 @@ INLINE void act_pair_f(const int act, float a, float *h, float *hp) {
     }
 }
 
-INLINE int64_t segment_of(int64_t k, int64_t len, int64_t S) {
-    int64_t j = k * S / len;
-    return j < S - 1 ? j : S - 1;
-}
+/* Segment j = min(floor(k S / len), S - 1) holds the steps ceil(j len / S) <= k <
+ * ceil((j + 1) len / S) (the clamp changes nothing for k < len): its end, exclusive. */
+INLINE int64_t segment_end(int64_t j, int64_t len, int64_t S) { return ((j + 1) * len + S - 1) / S; }
 
 /* Write the f components of lanes [0, nb) (rows of `src`, stride LANES) times `mul` into
  * readout slot `slot` of the output rows (stride FR per omega). */
@@ -129,12 +130,16 @@ INLINE void write_slot(float *o, int64_t FR, int64_t slot, int64_t f, int64_t nb
         for (int64_t q = 0; q < nb; ++q) o[q * FR + slot * f + c] = src[c * LANES + q] * mul;
 }
 
-/* One series, one block of nb <= LANES omegas starting at p0. `st` holds the state rows
+/* One series, one block of nb <= LANES omegas starting at p0, into `o` (nb, FR): the block's
+ * slab of the output row, staged in a cache-resident buffer (its strided readout writes would
+ * otherwise each touch a distinct cache line of the large output). `st` holds the state rows
  * [H, dH/dw_1..d, dH/db, dH/du] (f rows of LANES), `acc` the running segment sums, `tmp` three
  * rows for a, sigma', b sigma'. D = 1: d is 1 at compile time and each step is one fused lane
  * loop; D = 0: any d, each step in three lane passes (gcc vectorises a lane loop only when no
- * runtime-length loop over the channels sits inside it). */
-INLINE void scan_block(const int act, const int ntk, const int64_t D, int64_t len, int64_t d,
+ * runtime-length loop over the channels sits inside it). ACC (S > 0): the passes also add the
+ * new state to the running sums. */
+INLINE void scan_block(const int act, const int ntk, const int64_t D, const int ACC, int64_t len,
+                       int64_t d,
                        int64_t P, int64_t p0, int64_t nb, const float *restrict x,
                        const float *restrict wT, const float *restrict b,
                        const float *restrict u, int last, int64_t S, float scale,
@@ -147,10 +152,8 @@ INLINE void scan_block(const int act, const int ntk, const int64_t D, int64_t le
     float *restrict ta = tmp, *restrict ts = tmp + LANES, *restrict tsb = tmp + 2 * LANES;
     memset(st, 0, sizeof(float) * (size_t)(f * LANES));
     memset(acc, 0, sizeof(float) * (size_t)(f * LANES));
-    for (int64_t s = 0; s < S; ++s) /* empty segments read 0 */
-        for (int64_t q = 0; q < nb; ++q)
-            for (int64_t c = 0; c < f; ++c) o[q * FR + ((last ? 1 : 0) + s) * f + c] = 0.0f;
-    int64_t seg = S ? segment_of(0, len, S) : 0, count = 0;
+    memset(o, 0, sizeof(float) * (size_t)(nb * FR)); /* empty segments read 0 */
+    int64_t seg = 0, count = 0, seg_end = S ? segment_end(0, len, S) : 0;
     const float *restrict wb = wT + p0, *restrict bb = b + p0, *restrict ub = u + p0;
     for (int64_t k = 0; k < len; ++k) {
         const float *restrict xk = x + k * d;
@@ -163,11 +166,19 @@ INLINE void scan_block(const int act, const int ntk, const int64_t D, int64_t le
                 act_pair_f(act, a, &H, &s);
                 if (ntk) {
                     float sb = s * bb[q];
-                    gw[q] = s * x0 + sb * gw[q];
-                    gb[q] = s * h[q] + sb * gb[q];
-                    gu[q] = s + sb * gu[q];
+                    float nw = s * x0 + sb * gw[q], nb_ = s * h[q] + sb * gb[q];
+                    float nu = s + sb * gu[q];
+                    gw[q] = nw;
+                    gb[q] = nb_;
+                    gu[q] = nu;
+                    if (ACC) {
+                        acc[LANES + q] += nw;
+                        acc[2 * LANES + q] += nb_;
+                        acc[3 * LANES + q] += nu;
+                    }
                 }
                 h[q] = H;
+                if (ACC) acc[q] += H;
             }
         } else {
 #pragma omp simd
@@ -185,32 +196,38 @@ INLINE void scan_block(const int act, const int ntk, const int64_t D, int64_t le
                     float sb = s * bb[q];
                     ts[q] = s;
                     tsb[q] = sb;
-                    gb[q] = s * h[q] + sb * gb[q];
-                    gu[q] = s + sb * gu[q];
+                    float nb_ = s * h[q] + sb * gb[q], nu = s + sb * gu[q];
+                    gb[q] = nb_;
+                    gu[q] = nu;
+                    if (ACC) {
+                        acc[(d + 1) * LANES + q] += nb_;
+                        acc[(d + 2) * LANES + q] += nu;
+                    }
                 }
                 h[q] = H;
+                if (ACC) acc[q] += H;
             }
             if (ntk) {
                 for (int64_t c = 0; c < d; ++c) {
                     const float xc = xk[c];
-                    float *restrict g = gw + c * LANES;
+                    float *restrict g = gw + c * LANES, *restrict ag = acc + (c + 1) * LANES;
 #pragma omp simd
-                    for (int64_t q = 0; q < nb; ++q) g[q] = ts[q] * xc + tsb[q] * g[q];
+                    for (int64_t q = 0; q < nb; ++q) {
+                        float v = ts[q] * xc + tsb[q] * g[q];
+                        g[q] = v;
+                        if (ACC) ag[q] += v;
+                    }
                 }
             }
         }
-        if (!S) continue;
-        for (int64_t c = 0; c < f; ++c) {
-#pragma omp simd
-            for (int64_t q = 0; q < nb; ++q) acc[c * LANES + q] += st[c * LANES + q];
-        }
+        if (!ACC) continue;
         ++count;
-        int64_t next = k + 1 < len ? segment_of(k + 1, len, S) : -1;
-        if (next != seg) { /* segment `seg` ends at step k */
+        if (k + 1 == seg_end) { /* segment `seg` ends at step k; skip the empty ones after it */
             write_slot(o, FR, (last ? 1 : 0) + seg, f, nb, acc, (1.0f / (float)count) * scale);
             memset(acc, 0, sizeof(float) * (size_t)(f * LANES));
             count = 0;
-            seg = next;
+            do seg_end = segment_end(++seg, len, S);
+            while (seg < S && seg_end <= k + 1);
         }
     }
     if (last) write_slot(o, FR, 0, f, nb, st, scale);
@@ -223,17 +240,20 @@ MULTIVERSION static void scan_rows(int act, int ntk, int64_t i0, int64_t i1, int
                                    float *work) {
     const int64_t f = ntk ? d + 3 : 1, FR = f * ((last ? 1 : 0) + S);
     float *st = work, *acc = work + f * LANES, *tmp = work + 2 * f * LANES;
+    float *slab = work + (2 * f + 3) * LANES; /* (LANES, FR) */
     for (int64_t i = i0; i < i1; ++i) {
         int64_t len = lengths[i] < 0 ? 0 : (lengths[i] > L ? L : lengths[i]);
         const float *x = xs + i * L * d;
         for (int64_t p0 = 0; p0 < P; p0 += LANES) {
             int64_t nb = P - p0 < LANES ? P - p0 : LANES;
-            float *o = out + (i * P + p0) * FR;
-#define SCAN(ACT, NTK, D) \
-    scan_block(ACT, NTK, D, len, d, P, p0, nb, x, wT, b, u, last, S, scale, o, st, acc, tmp)
+            float *o = slab;
+#define SCAN(ACT, NTK, D, ACC) \
+    scan_block(ACT, NTK, D, ACC, len, d, P, p0, nb, x, wT, b, u, last, S, scale, o, st, acc, tmp)
 #define SCAN_D(ACT, NTK) \
-    if (d == 1) SCAN(ACT, NTK, 1); \
-    else SCAN(ACT, NTK, 0)
+    if (d == 1 && S) SCAN(ACT, NTK, 1, 1); \
+    else if (d == 1) SCAN(ACT, NTK, 1, 0); \
+    else if (S) SCAN(ACT, NTK, 0, 1); \
+    else SCAN(ACT, NTK, 0, 0)
             if (ntk) {
                 if (act == SEQ_ERF) SCAN_D(SEQ_ERF, 1);
                 else if (act == SEQ_TANH) SCAN_D(SEQ_TANH, 1);
@@ -245,13 +265,14 @@ MULTIVERSION static void scan_rows(int act, int ntk, int64_t i0, int64_t i1, int
             }
 #undef SCAN_D
 #undef SCAN
+            memcpy(out + (i * P + p0) * FR, slab, sizeof(float) * (size_t)(nb * FR));
         }
     }
 }
 
 /* Features of rows [i0, i1) into out (n, P, f R) float32: xs (n, L, d), lengths (n,) int32,
  * wT (d, P), b, u (P,); last: the last-state readout first; S >= 0 segment means after it
- * (S = 1: the time mean); work: (2 f + 3) LANES floats. Returns 0, or -1 for bad arguments. */
+ * (S = 1: the time mean); work: (2 f + 3 + f R) LANES floats. Returns 0, or -1 for bad arguments. */
 EXPORT int rnnlimit_seq_features(int act, int ntk, int64_t i0, int64_t i1, int64_t L,
                                  int64_t d, int64_t P, const float *xs, const int32_t *lengths,
                                  const float *wT, const float *b, const float *u, int last,
