@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit.seqfeatures import native_reason
+from rnnlimit.seqfeatures import resolve_backend
 from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features, sequence_kernel
 
 REPEATS = 3
@@ -61,7 +61,7 @@ def main() -> None:
     feats = lambda: sequence_features(omega, xs)  # noqa: E731
     phi = feats()
     t_feat = best_time(feats)
-    backend = "jax" if native_reason(omega, "erf") else "native"
+    backend = resolve_backend(omega, "erf")
     feats_jax = lambda: sequence_features(omega, xs, backend="jax")  # noqa: E731
     feats_jax()
     t_jax = best_time(feats_jax)

@@ -18,7 +18,7 @@ jax.config.update("jax_enable_x64", True)
 
 from rnnlimit import native  # noqa: E402
 from rnnlimit.errors import ParameterError  # noqa: E402
-from rnnlimit.seqfeatures import READOUTS, feature_panels, host_features  # noqa: E402
+from rnnlimit.seqfeatures import READOUTS, feature_panels, host_features, resolve_backend  # noqa: E402
 from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features, sequence_kernel  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason())
@@ -107,3 +107,11 @@ def test_backend_errors_name_the_parameter():
         sequence_features(om64, xs, backend="gpu")
     with pytest.raises(ParameterError, match="backend"):
         sequence_kernel(1, key=jax.random.PRNGKey(0), backend="fortran")
+
+
+def test_resolve_backend_picks_native_for_float32_on_the_cpu():
+    om64, om32 = _omegas(1, "erf")
+    assert jax.default_backend() == "cpu"  # the CI machine; on a GPU "auto" keeps the JAX scan
+    assert resolve_backend(om32, "erf") == "native"
+    assert resolve_backend(om32, "erf", "jax") == "jax"
+    assert resolve_backend(om64, "erf") == "jax"  # float64: only the JAX scan

@@ -163,6 +163,26 @@ def native_reason(omega: Omega, activation_name: str) -> str:
     return ""
 
 
+def resolve_backend(omega: Omega, activation_name: str, backend: str = "auto") -> str:
+    """The scan that ``backend`` runs for these features: ``"native"`` or ``"jax"``.
+
+    ``"auto"`` gives native where :func:`native_reason` allows it and JAX computes on the CPU
+    (with an accelerator the jitted scan runs there); ``"native"`` where it cannot run raises
+    :class:`ParameterError` naming ``backend`` with the reason.
+    """
+    check_choice("backend", backend, BACKENDS)
+    if backend == "jax":
+        return "jax"
+    reason = native_reason(omega, activation_name)
+    if backend == "native" and reason:
+        raise ParameterError("backend", f"'native' cannot run here: {reason}")
+    return (
+        "native"
+        if not reason and (backend == "native" or jax.default_backend() == "cpu")
+        else "jax"
+    )
+
+
 def _native_panels(
     omega: Omega, xs: np.ndarray, lengths: np.ndarray, act: str, readout: str, part: str,
     scale: float, segs: int, workers: int, out: np.ndarray | None,
@@ -222,21 +242,18 @@ def feature_panels(
 
     ``backend``: ``"native"`` runs the C scan (float32 only, :func:`native_reason`), in row
     ranges on ``workers`` threads, writing into ``out`` (or one new host array: one panel);
-    ``"jax"`` the jitted scan; ``"auto"`` (default) the native one where it can run.
+    ``"jax"`` the jitted scan; ``"auto"`` (default) the native one where it can run and JAX
+    computes on the CPU (with a GPU the jitted scan runs there).
     """
     check_choice("readout", readout, READOUTS)
     check_choice("part", part, PARTS)
     check_int("n_segments", n_segments, 1)
-    check_choice("backend", backend, BACKENDS)
     xs_np = np.asarray(xs, np.dtype(omega.b.dtype))
     n, length = xs_np.shape[:2]
     lengths_np = (np.full(n, length) if lengths is None else np.asarray(lengths)).astype(np.int32)
     scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
     workers = (os.cpu_count() or 1) if workers is None else workers
-    reason = native_reason(omega, activation_name) if backend != "jax" else "backend='jax'"
-    if backend == "native" and reason:
-        raise ParameterError("backend", f"'native' cannot run here: {reason}")
-    if not reason:
+    if resolve_backend(omega, activation_name, backend) == "native":
         return _native_panels(
             omega, xs_np, lengths_np, activation_name, readout, part, scale, n_segments,
             workers, out,
