@@ -362,15 +362,15 @@ def coarsen_segments(means: np.ndarray, lengths: np.ndarray, factor: int) -> np.
 
     Exact because ``⌊k·(S/m)/L⌋ = ⌊⌊k·S/L⌋/m⌋``: coarse part ``J`` is the union of fine parts
     ``j = J·m .. J·m+m-1`` (``m = factor``), so ``M_J = Σ_j c_ij M_j / Σ_j c_ij`` with the step
-    counts ``c_ij`` of :func:`segment_counts`. Lets one feature pass serve several resolutions.
+    counts ``c_ij`` of :func:`segment_counts` (0 for an empty coarse part). One contraction
+    over ``j`` with the normalised weights. Lets one feature pass serve several resolutions.
     """
     segs = means.shape[-2]
     check_int("factor", factor, 1)
     if segs % factor:
         raise ParameterError("factor", f"must divide the number of segments {segs}, got {factor}")
-    counts = segment_counts(lengths, segs).astype(means.dtype)  # (n, S)
-    shape = (len(counts),) + (1,) * (means.ndim - 3) + (segs, 1)
-    w = counts.reshape(shape)
-    coarse = (means * w).reshape(*means.shape[:-2], segs // factor, factor, means.shape[-1])
-    tot = w.reshape(*shape[:-2], segs // factor, factor, 1).sum(axis=-2)
-    return coarse.sum(axis=-2) / np.maximum(tot, 1.0)
+    counts = segment_counts(lengths, segs).astype(means.dtype).reshape(-1, segs // factor, factor)
+    weights = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
+    fine = means.reshape(len(counts), -1, segs // factor, factor, means.shape[-1])
+    coarse = np.einsum("nxjmf,njm->nxjf", fine, weights)
+    return coarse.reshape(*means.shape[:-2], segs // factor, means.shape[-1])
