@@ -116,3 +116,12 @@ def test_resolve_backend_picks_native_for_float32_on_the_cpu_only():
     assert resolve_backend(om32, "erf", "native") == "native"
     assert resolve_backend(om32, "erf", "jax") == "jax"
     assert resolve_backend(om64, "erf") == "jax"  # float64: only the JAX scan
+
+
+@pytest.mark.parametrize("backend", ["native", "jax"])
+def test_lengths_outside_the_padded_length_are_refused(backend):
+    _, om32 = _omegas(1, "erf")
+    xs, _ = _data(1, n=4, length=6)
+    for bad in ([6, 6, 7, 1], [0, -1, 2, 3], [1, 2, 3]):
+        with pytest.raises(ParameterError, match=r"lengths.*\[0, 6\]"):
+            sequence_features(om32, xs, np.array(bad), backend=backend)

@@ -251,6 +251,10 @@ def feature_panels(
     xs_np = np.asarray(xs, np.dtype(omega.b.dtype))
     n, length = xs_np.shape[:2]
     lengths_np = (np.full(n, length) if lengths is None else np.asarray(lengths)).astype(np.int32)
+    if lengths_np.shape != (n,) or (n and not 0 <= lengths_np.min() <= lengths_np.max() <= length):
+        raise ParameterError(
+            "lengths", f"must be {n} integers in [0, {length}] (the padded length)"
+        )
     scale = 1.0 / math.sqrt(omega.b.shape[0]) if scale is None else scale
     workers = (os.cpu_count() or 1) if workers is None else workers
     if resolve_backend(omega, activation_name, backend) == "native":
