@@ -17,7 +17,7 @@
  * The omega samples are processed in blocks of LANES; within a block the lane loop is branch
  * free (erf/tanh from one exp and polynomials, no division for erf) and vectorised by gcc under
  * `#pragma omp simd` (-fopenmp-simd), AVX-512/AVX2/baseline clones chosen at load time.
- * Accuracy (tests/test_seqnative.py): erf within 2e-7 and exp within 3 ulp of the exact
+ * Accuracy (tests/test_seqnative.py): erf and erf' within 2e-7 (absolute) of the exact
  * values; the features agree with the JAX scan to float32 rounding.
  *
  * Exported: rnnlimit_seq_features(...) (rows [i0, i1) of the output; the caller runs several
@@ -120,7 +120,9 @@ INLINE void act_pair_f(const int act, float a, float *h, float *hp) {
 
 /* Segment j = min(floor(k S / len), S - 1) holds the steps ceil(j len / S) <= k <
  * ceil((j + 1) len / S) (the clamp changes nothing for k < len): its end, exclusive. */
-INLINE int64_t segment_end(int64_t j, int64_t len, int64_t S) { return ((j + 1) * len + S - 1) / S; }
+INLINE int64_t segment_end(int64_t j, int64_t len, int64_t S) {
+    return ((j + 1) * len + S - 1) / S;
+}
 
 /* Write the f components of lanes [0, nb) (rows of `src`, stride LANES) times `mul` into
  * readout slot `slot` of the output rows (stride FR per omega). */
@@ -272,7 +274,8 @@ MULTIVERSION static void scan_rows(int act, int ntk, int64_t i0, int64_t i1, int
 
 /* Features of rows [i0, i1) into out (n, P, f R) float32: xs (n, L, d), lengths (n,) int32,
  * wT (d, P), b, u (P,); last: the last-state readout first; S >= 0 segment means after it
- * (S = 1: the time mean); work: (2 f + 3 + f R) LANES floats. Returns 0, or -1 for bad arguments. */
+ * (S = 1: the time mean); work: (2 f + 3 + f R) LANES floats. Returns 0, or -1 for bad
+ * arguments. */
 EXPORT int rnnlimit_seq_features(int act, int ntk, int64_t i0, int64_t i1, int64_t L,
                                  int64_t d, int64_t P, const float *xs, const int32_t *lengths,
                                  const float *wT, const float *b, const float *u, int last,
