@@ -64,18 +64,6 @@ static const double LN2_HI = 6.93145751953125e-1;
 static const double LN2_LO = 1.42860682030941723212e-6;
 static const double SHIFTER = 6755399441055744.0; /* 1.5 * 2^52 */
 
-INLINE double bits_to_double(uint64_t u) {
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
-INLINE uint64_t double_to_bits(double d) {
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    return u;
-}
-
 /* Bitwise select (mask all ones or zero): keeps the compiler from moving the division of a
  * selected operand into both branches (it would then divide twice). */
 INLINE int64_t mask_of(int cond) { return -(int64_t)cond; }

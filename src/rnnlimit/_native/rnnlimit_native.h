@@ -1,11 +1,14 @@
 /*
- * What the native kernels (fused_train.c: the trainer; limit_pic.c: the limit's grid stages)
- * share: the export and multiversioning macros and the memory clip psi (MODEL.md §2).
+ * What the native kernels (fused_train.c: the trainer; limit_pic.c: the limit's grid stages;
+ * seq_features.c: the sequence kernel's feature scan) share: the export and multiversioning
+ * macros, bit casts and the memory clip psi (MODEL.md §2).
  */
 #ifndef RNNLIMIT_NATIVE_H
 #define RNNLIMIT_NATIVE_H
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 /* AVX-512 / AVX2 / baseline versions of a function, chosen at load time (gcc on x86-64 Linux) */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -21,6 +24,31 @@
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
+
+/* Bit casts (memcpy: no aliasing trouble, compiled to register moves) */
+INLINE double bits_to_double(uint64_t u) {
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+INLINE uint64_t double_to_bits(double d) {
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+INLINE float bits_to_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+INLINE uint32_t float_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
 
 enum { CLIP_HARD = 0, CLIP_SMOOTH = 1 };
 

@@ -34,17 +34,24 @@ enum { SEQ_ERF = 0, SEQ_TANH = 1, SEQ_RELU = 2 };
 #define LANES 128
 #endif
 
-INLINE float bits_to_float(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+/* c[0] + c[1] x + ... + c[n-1] x^{n-1} by Horner (n is a constant at every call: unrolled) */
+INLINE float horner_f(const float *c, int n, float x) {
+    float p = c[n - 1];
+    for (int i = n - 2; i >= 0; --i) p = p * x + c[i];
+    return p;
 }
 
-INLINE uint32_t float_to_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
+/* Taylor coefficients of e^r to degree 7 */
+static const float EXP_TAYLOR[8] = {1.0f,         1.0f,          0.5f,          1.0f / 6.0f,
+                                    1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f};
+/* erf(a)/a in t = a^2 on [0, 1], and erfcx on [1, 4] in z = (|a| - 2.5)/1.5 (Chebyshev fits) */
+static const float ERF_SMALL[7] = {1.128379166e+00f,  -3.761262691e-01f, 1.128359749e-01f,
+                                   -2.685432954e-02f, 5.189312812e-03f,  -8.018859013e-04f,
+                                   7.882500441e-05f};
+static const float ERFCX_MID[11] = {2.108063575e-01f,  -1.115214015e-01f, 5.611095852e-02f,
+                                    -2.699778989e-02f, 1.248403471e-02f,  -5.611769039e-03f,
+                                    2.425888219e-03f,  -9.155542474e-04f, 3.678646644e-04f,
+                                    -2.455073563e-04f, 9.640629660e-05f};
 
 /* e^x for x <= 0: x = k ln2 + r (Cody-Waite, Cephes expf's split of ln2), |r| <= ln2/2, and
  * the degree-7 Taylor polynomial of e^r (remainder < 5e-9). x is clamped at -87 so that 2^k
@@ -57,14 +64,7 @@ INLINE float expneg_f(float x) {
     kd -= shifter;
     float r = x - kd * 0.693359375f;
     r = r - kd * -2.12194440e-4f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float p = horner_f(EXP_TAYLOR, 8, r);
     return p * bits_to_float((uint32_t)(k + 127) << 23);
 }
 
@@ -76,25 +76,9 @@ INLINE void erf_pair_f(float a, float *h, float *hp) {
     float t = a * a;
     float E = expneg_f(-t);
     float ax = fabsf(a);
-    float p = 7.882500441e-05f;
-    p = p * t + -8.018859013e-04f;
-    p = p * t + 5.189312812e-03f;
-    p = p * t + -2.685432954e-02f;
-    p = p * t + 1.128359749e-01f;
-    p = p * t + -3.761262691e-01f;
-    p = p * t + 1.128379166e+00f;
+    float p = horner_f(ERF_SMALL, 7, t);
     float z = ((ax > 4.0f ? 4.0f : ax) - 2.5f) * (1.0f / 1.5f);
-    float q = 9.640629660e-05f;
-    q = q * z + -2.455073563e-04f;
-    q = q * z + 3.678646644e-04f;
-    q = q * z + -9.155542474e-04f;
-    q = q * z + 2.425888219e-03f;
-    q = q * z + -5.611769039e-03f;
-    q = q * z + 1.248403471e-02f;
-    q = q * z + -2.699778989e-02f;
-    q = q * z + 5.611095852e-02f;
-    q = q * z + -1.115214015e-01f;
-    q = q * z + 2.108063575e-01f;
+    float q = horner_f(ERFCX_MID, 11, z);
     *h = ax < 1.0f ? a * p : copysignf(1.0f - E * q, a);
     *hp = 1.12837916709551257f * E;
 }
@@ -291,11 +275,7 @@ EXPORT int rnnlimit_seq_features(int act, int ntk, int64_t i0, int64_t i1, int64
 /* sigma and sigma' of the kernel's float32 activations (tests) */
 MULTIVERSION static void act_many_f(int act, int64_t n, const float *a, float *h, float *hp) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-        if (act == SEQ_ERF) erf_pair_f(a[i], &h[i], &hp[i]);
-        else if (act == SEQ_TANH) tanh_pair_f(a[i], &h[i], &hp[i]);
-        else act_pair_f(SEQ_RELU, a[i], &h[i], &hp[i]);
-    }
+    for (int64_t i = 0; i < n; ++i) act_pair_f(act, a[i], &h[i], &hp[i]);
 }
 
 EXPORT int rnnlimit_seq_act(int act, int64_t n, const float *a, float *h, float *hp) {
