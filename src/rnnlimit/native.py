@@ -138,9 +138,10 @@ def resolve_threads(threads: int, N: int) -> int:
     return threads
 
 
-def _f64(a: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
-    if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape != shape:
-        raise ValueError(f"{name} must be C-contiguous float64 of shape {shape}")
+def _c_array(a: np.ndarray, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> None:
+    """Refuse ``a`` unless it is a C-contiguous ``dtype`` array of ``shape`` (what C reads)."""
+    if a.dtype != dtype or not a.flags.c_contiguous or a.shape != shape:
+        raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype).name} of shape {shape}")
 
 
 def activation(name: str, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,8 +201,8 @@ class TruncatedRunner:
         self.xs = np.ascontiguousarray(xs, dtype=np.float64)
         self.ys = np.ascontiguousarray(ys, dtype=np.float64)
         self.K = self.xs.shape[0]
-        _f64(self.xs, "xs", (self.K, d))
-        _f64(self.ys, "ys", (self.K, m))
+        _c_array(self.xs, "xs", (self.K, d))
+        _c_array(self.ys, "ys", (self.K, m))
         self.act, self.clip = ACTIVATIONS[activation], CLIPS[clip]
         self.eta, self.scale = float(eta), float(scale)
         self.s = np.zeros(m)
@@ -289,12 +290,12 @@ def pic_run(
         raise ValueError(f"the native grid kernel needs d + m <= {PIC_MAX_D}, m <= {PIC_MAX_M}")
     if steps != (n_steps * stages * chain_steps if n_steps else chain_steps):
         raise ValueError(f"xs has {steps} chain steps, expected {n_steps}·{stages}·{chain_steps}")
-    _f64(K, "K", (G, G))
-    _f64(h0, "h0", (G, m))
-    _f64(R, "R", (G, m))
-    _f64(s, "s", (M, m))
-    _f64(xs, "xs", (steps, M, d))
-    _f64(ys, "ys", (steps, M, m))
+    _c_array(K, "K", (G, G))
+    _c_array(h0, "h0", (G, m))
+    _c_array(R, "R", (G, m))
+    _c_array(s, "s", (M, m))
+    _c_array(xs, "xs", (steps, M, d))
+    _c_array(ys, "ys", (steps, M, m))
     losses = np.zeros(max(n_steps, 1))
     work = np.empty(3 * G * m)
     rc = _lib().rnnlimit_pic_run(
@@ -311,15 +312,10 @@ def pic_run(
 SEQ_LANES = 128
 
 
-def _f32(a: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
-    if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != shape:
-        raise ValueError(f"{name} must be C-contiguous float32 of shape {shape}")
-
-
 def seq_features(
     xs: np.ndarray,
     lengths: np.ndarray,
-    w: np.ndarray,
+    w_t: np.ndarray,
     b: np.ndarray,
     u: np.ndarray,
     out: np.ndarray,
@@ -333,7 +329,8 @@ def seq_features(
 ) -> None:
     """Rows ``[i0, i1)`` of the diagonal-RNN feature matrix into ``out (n, P·f·R)`` (float32).
 
-    ``xs (n, L, d)``, ``lengths (n,)`` int32, ``w (P, d)``, ``b, u (P,)``; readouts: the last
+    ``xs (n, L, d)``, ``lengths (n,)`` int32, ``w_t (d, P)`` (``w`` transposed: each channel's
+    weights contiguous over ω), ``b, u (P,)``, all float32 but ``lengths``; readouts: the last
     state when ``last``, then ``segments`` segment means (1: the time mean). Same recursion and
     layout as :func:`rnnlimit.seqfeatures.sequence_features` (``_native/seq_features.c``); the
     call releases the GIL, so row ranges can run on threads.
@@ -341,13 +338,15 @@ def seq_features(
     n, L, d = xs.shape
     P = b.shape[0]
     f = d + 3 if ntk else 1
-    _f32(xs, "xs", (n, L, d))
-    _f32(b, "b", (P,))
-    _f32(u, "u", (P,))
-    _f32(out, "out", (n, P * f * (int(last) + segments)))
-    if lengths.dtype != np.int32 or lengths.shape != (n,) or not lengths.flags.c_contiguous:
-        raise ValueError(f"lengths must be C-contiguous int32 of shape {(n,)}")
-    w_t = np.ascontiguousarray(np.asarray(w, np.float32).reshape(P, d).T)
+    for a, name, shape in (
+        (xs, "xs", (n, L, d)),
+        (w_t, "w_t", (d, P)),
+        (b, "b", (P,)),
+        (u, "u", (P,)),
+        (out, "out", (n, P * f * (int(last) + segments))),
+    ):
+        _c_array(a, name, shape, np.float32)  # fmt: skip
+    _c_array(lengths, "lengths", (n,), np.int32)
     i0, i1 = (0, n) if rows is None else rows
     work = np.empty((2 * f + 3 + f * (int(last) + segments)) * SEQ_LANES, np.float32)
     rc = _lib().rnnlimit_seq_features(

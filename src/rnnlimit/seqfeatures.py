@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the ω samples are drawn in seqkernel, which imports this m
     from rnnlimit.seqkernel import Omega
 
 Array = jax.Array
+T = TypeVar("T")
 READOUTS: tuple[str, ...] = ("last", "mean", "both", "segments")
 N_SEGMENTS = 4
 PARTS: tuple[str, ...] = ("ntk", "nngp")
@@ -152,6 +154,15 @@ def _panel_rows(n: int, block: int) -> int:
     return max(block, -(-min(want, n) // block) * block)
 
 
+def _map_on_threads(fn: Callable[[int], T], starts: range, workers: int) -> list[T]:
+    """``[fn(s) for s in starts]``, on up to ``workers`` threads when there is more than one
+    start (the jitted scans and the native kernel release the GIL)."""
+    if workers <= 1 or len(starts) <= 1:
+        return [fn(s) for s in starts]
+    with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+        return list(pool.map(fn, starts))
+
+
 def native_reason(omega: Omega, activation_name: str) -> str:
     """Why the native feature scan cannot run these features (``''`` when it can)."""
     if not native.available():
@@ -196,22 +207,18 @@ def _native_panels(
     if dest.shape != (n, width) or dest.dtype != np.float32 or not dest.flags.c_contiguous:
         raise ParameterError("out", f"must be a C-contiguous float32 array of shape {(n, width)}")
     xs32 = np.ascontiguousarray(xs, np.float32)
-    w, b, u = (np.ascontiguousarray(np.asarray(a, np.float32)) for a in (omega.w, omega.b, omega.u))
+    w_t = np.ascontiguousarray(np.asarray(omega.w, np.float32).T)  # (d, P), once for all ranges
+    b, u = (np.ascontiguousarray(np.asarray(a, np.float32)) for a in (omega.b, omega.u))
     step = max(8, -(-n // (4 * max(workers, 1))))
-    ranges = [(i, min(i + step, n)) for i in range(0, n, step)]
 
-    def run(rows: tuple[int, int]) -> None:
+    def run(start: int) -> None:
         native.seq_features(
-            xs32, lengths, w, b, u, dest, activation=act, ntk=part == "ntk",
-            last=readout != "mean", segments=segments, scale=float(scale), rows=rows,
+            xs32, lengths, w_t, b, u, dest, activation=act, ntk=part == "ntk",
+            last=readout != "mean", segments=segments, scale=float(scale),
+            rows=(start, min(start + step, n)),
         )  # fmt: skip
 
-    if workers <= 1 or len(ranges) == 1:
-        for r in ranges:
-            run(r)
-    else:
-        with ThreadPoolExecutor(min(workers, len(ranges))) as pool:
-            list(pool.map(run, ranges))
+    _map_on_threads(run, range(0, n, step), workers)
     return [(0, dest if out is not None else jnp.asarray(dest))]
 
 
@@ -283,11 +290,7 @@ def feature_panels(
         out[start : start + rows] = np.asarray(phi)
         return start, out[start : start + rows]
 
-    starts = list(range(0, n, panel))
-    if workers <= 1 or len(starts) == 1:
-        return [one(s) for s in starts]
-    with ThreadPoolExecutor(min(workers, len(starts))) as pool:
-        return list(pool.map(one, starts))
+    return _map_on_threads(one, range(0, n, panel), workers)
 
 
 def sequence_features(
