@@ -205,7 +205,11 @@ def cv_score(gram: np.ndarray, y: np.ndarray, model: str, reg: float, folds) -> 
 
 def load_padded(name: str) -> tuple[tuple, tuple]:
     """``(x, lengths, y)`` of the train and test splits, zero-padded to one common length."""
-    train, test = load_ucr(name, "train"), load_ucr(name, "test")
+    return pad_splits(load_ucr(name, "train"), load_ucr(name, "test"))
+
+
+def pad_splits(train: tuple, test: tuple) -> tuple[tuple, tuple]:
+    """Zero-pad the ``(x, lengths, y)`` splits to one common length."""
     length = max(train[0].shape[1], test[0].shape[1])
     pad = lambda x: np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))  # noqa: E731
     return (pad(train[0]), *train[1:]), (pad(test[0]), *test[1:])

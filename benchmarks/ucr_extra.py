@@ -38,10 +38,7 @@ def load_padded(name: str) -> tuple[tuple, tuple]:
     """Like ``bench_ucr.load_padded`` for the held-out datasets (the five still work)."""
     if name not in EXTRA:
         return _load_padded_five(name)
-    train, test = load_extra(name, "train"), load_extra(name, "test")
-    length = max(train[0].shape[1], test[0].shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))  # noqa: E731
-    return (pad(train[0]), *train[1:]), (pad(test[0]), *test[1:])
+    return bench_ucr.pad_splits(load_extra(name, "train"), load_extra(name, "test"))
 
 
 _load_padded_five = bench_ucr.load_padded
