@@ -53,6 +53,8 @@ from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
 REFINEMENTS: tuple[str, ...] = ("dt", "M", "basis", "lag")
+#: The training whose limit is solved: §4 (truncated gradient) or §4b (RTRL).
+GRADIENTS: tuple[str, ...] = ("truncated", "rtrl")
 #: ``auto``: the native grid kernel (``_native/limit_pic.c``) where it applies, else JAX.
 BACKENDS: tuple[str, ...] = ("auto", "native", "jax")
 H0 = Callable[[Array], Array]  # z (n, d+m) -> (n, m), jax-traceable
@@ -64,6 +66,8 @@ class LimitProblem:
 
     ``memory=False`` switches the feedback off (``S ≡ 0``, a feed-forward network on ``x``):
     with a finite chain the ODE is then linear with a closed form, which the tests use.
+    ``gradient``: the training the limit is of -- ``"truncated"`` (§4, the kernel ``A`` in the
+    drift) or ``"rtrl"`` (§4b, the trace ``E`` carried by every particle in its place).
     """
 
     chain: Chain
@@ -72,10 +76,14 @@ class LimitProblem:
     alpha: float = 1.0
     clip: Literal["hard", "smooth"] = "hard"
     memory: bool = True
+    gradient: Literal["truncated", "rtrl"] = "truncated"
 
     def __post_init__(self) -> None:
         check_range("alpha", self.alpha, 0.0, None, low_open=True)
         check_choice("clip", self.clip, CLIPS)
+        check_choice("gradient", self.gradient, GRADIENTS)
+        if self.gradient == "rtrl":
+            raise ParameterError("gradient", "'rtrl' (MODEL.md §4b) is not implemented yet")
         if self.target.m != self.kernel.m:
             raise ParameterError("kernel.m", f"must equal the target's m={self.target.m}")
 
