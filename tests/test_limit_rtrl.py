@@ -312,3 +312,17 @@ def test_rtrl_networks_are_nearer_the_rtrl_limit_and_truncated_ones_the_truncate
             for lim in (gr, other)
         }
         assert dist[gr] < 0.6 * dist[other], (gr, dist)
+
+
+def test_rtrl_traces_beyond_the_memory_budget_are_refused_before_any_work() -> None:
+    """d = 1, m = 2 on 17³ nodes: the traces of the base and the refined solves (33³ nodes,
+    2M, ...) would take ~4 GiB, over TRACE_BUDGET_BYTES: a ParameterError naming the grid,
+    raised by the plan (no solve started); without the refinements the base fits."""
+    from rnnlimit.errors import ParameterError
+    from rnnlimit.limit import TRACE_BUDGET_BYTES
+
+    solver = limit_solver(_memory_problem(1, 2, "hard"))
+    with pytest.raises(ParameterError, match=r"^grid:.*GiB"):
+        solver.plan(LimitNumerics(), True)
+    (base,) = solver.plan(LimitNumerics(), False)
+    assert base.numerics.M * base.basis.size * 4 * 8 < TRACE_BUDGET_BYTES
