@@ -235,3 +235,8 @@ class SequenceSVC(ClassifierMixin, _SequenceKernelEstimator):
         """Predicted class labels."""
         gram = self._cross_gram(X)
         return self.model_.predict(gram)
+
+
+from rnnlimit.seqfamily import KernelFamily as KernelFamily  # noqa: E402  (re-exported)
+from rnnlimit.seqmodels import RNNKernelClassifier as RNNKernelClassifier  # noqa: E402
+from rnnlimit.seqmodels import RNNKernelRegressor as RNNKernelRegressor  # noqa: E402
