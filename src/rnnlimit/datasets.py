@@ -138,11 +138,15 @@ def as_sequences(x: Any, n_channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
     Accepted layouts (``X`` is named in every error):
 
     - aeon's: a 3-D array ``(n_cases, n_channels, n_timepoints)``, or a list of 2-D arrays
-      ``(n_channels, n_timepoints_i)`` (1-D arrays for one channel) when lengths differ;
+      ``(n_channels, n_timepoints_i)`` (1-D arrays for one channel) when lengths differ (a
+      list of 1-D rows of one length is read as a 2-D array, as scikit-learn does);
     - the flat encoding (:func:`flatten_padded`): a 2-D array ``(n_cases, L·n_channels)``, time
       major, NaN after a shorter series' end. With ``n_channels=1`` it is aeon's 2-D univariate
       layout ``(n_cases, n_timepoints)``.
     """
+    if isinstance(x, (list, tuple)) and x and all(np.ndim(s) == 1 for s in x):
+        if len({len(s) for s in x}) == 1:  # rows of equal length: a 2-D array (scikit-learn)
+            x = np.asarray(x)
     if isinstance(x, (list, tuple)):
         if not x:
             raise ParameterError("X", "must hold at least one series")
@@ -167,7 +171,8 @@ def as_sequences(x: Any, n_channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
         return unflatten(arr, n_channels)
     raise ParameterError(
         "X",
-        f"must be 3-D (n_cases, n_channels, n_timepoints), a list of 2-D arrays, or the 2-D "
+        f"Reshape your data: X must be 3-D (n_cases, n_channels, n_timepoints), a list of 2-D "
+        f"arrays, or the 2-D "
         f"flat encoding (n_cases, n_timepoints·n_channels); got an array of {arr.ndim} dims",
     )
 

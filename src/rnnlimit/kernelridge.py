@@ -10,7 +10,9 @@ leave-one-out predictions are exact and cost ``O(n m)`` per ``α`` once ``U`` is
 Read as a Gaussian process ``f ~ GP(0, s² K)`` observed with noise variance ``s² α``, the
 predictive law of a new target is normal with mean ``k*ᵀ A`` and variance
 ``s² (k** + α - k*ᵀ (K+αI)^{-1} k*)``; ``s² = Tᵀ(K+αI)^{-1}T / n`` maximises the evidence in
-``s²`` at fixed ``α`` (one column of ``T``).
+``s²`` at fixed ``α`` (one column of ``T``); :meth:`EigenRidge.loo_amplitude` sets ``s²`` instead
+so that the leave-one-out residuals have the GP's leave-one-out variance on average (more robust
+when the kernel is misspecified).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ class EigenRidge:
         """Evidence-maximising ``s² = tᵀ (K+αI)^{-1} t / n`` for one target column ``t``."""
         proj = self.eigvecs.T @ np.asarray(targets).reshape(-1)
         return float(np.sum(proj**2 / (self.eigvals + alpha)) / len(proj))
+
+    def loo_amplitude(self, targets: np.ndarray, alpha: float) -> float:
+        """``s²`` that makes the leave-one-out residuals unit-variance on average: the GP's LOO
+        predictive variance of target ``i`` is ``s² / c_i``, ``c_i = [(K+αI)^{-1}]_ii``, so
+        ``s² = mean_i(r_i² c_i)`` with the LOO residuals ``r_i`` (one target column)."""
+        t = np.asarray(targets).reshape(-1, 1)
+        resid = (t - self.loo(t, alpha))[:, 0]
+        c = (self.eigvecs**2) @ (1.0 / (self.eigvals + alpha))
+        return float(np.mean(resid**2 * c))
 
     def predictive_var(self, cross: np.ndarray, diag: np.ndarray, alpha: float) -> np.ndarray:
         """``k** + α - k*ᵀ (K+αI)^{-1} k*`` per test row (times ``s²`` for the GP variance);

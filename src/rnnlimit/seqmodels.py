@@ -70,7 +70,7 @@ class _RNNKernelModel(BaseEstimator):
         scikit-learn's checks (so a fitted width is enforced), other layouts through ours."""
         if fit:
             check_int("n_channels", self.n_channels, 1)
-        is_2d = not isinstance(X, (list, tuple)) and np.ndim(X) == 2
+        is_2d = _ndim(X) == 2
         kw: dict[str, Any] = {"ensure_all_finite": "allow-nan", "dtype": np.float64}
         if is_2d:
             if fit:
@@ -151,6 +151,18 @@ class _RNNKernelModel(BaseEstimator):
         return phi @ self.coef_ + self.intercept_, phi
 
 
+def _ndim(x: Any) -> int:
+    """Dimensions of ``x`` read as one array (a list of equal-length rows is 2-D, as in
+    scikit-learn); 0 for a ragged list (aeon's unequal-length layout)."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return len(shape)
+    try:
+        return np.asarray(x, dtype=np.float64).ndim
+    except (ValueError, TypeError):
+        return 0
+
+
 def _accuracy_then_error(loo: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     acc = float(np.mean(loo.argmax(axis=1) == targets.argmax(axis=1)))
     return acc, -float(np.mean((loo - targets) ** 2))
@@ -192,7 +204,8 @@ class RNNKernelClassifier(ClassifierMixin, _RNNKernelModel):
 
     def predict(self, X: Any) -> np.ndarray:
         """The class of the largest ridge score."""
-        return self.classes_[np.argmax(self._raw_predict(X)[0], axis=1)]
+        scores = self._raw_predict(X)[0]
+        return self.classes_[np.argmax(scores, axis=1)]
 
 
 class RNNKernelRegressor(RegressorMixin, _RNNKernelModel):
@@ -218,7 +231,7 @@ class RNNKernelRegressor(RegressorMixin, _RNNKernelModel):
         self.y_sd_ = sd if sd > 0.0 else 1.0
         targets = ((y - self.y_mean_) / self.y_sd_)[:, None]
         ridge, phi = self._select(xs, lengths, targets, _squared_error)
-        self.amplitude_ = ridge.amplitude(targets, self.alpha_)
+        self.amplitude_ = ridge.loo_amplitude(targets, self.alpha_)
         self.ridge_, self.phi_fit_ = ridge, phi
         return self
 
