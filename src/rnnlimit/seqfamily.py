@@ -16,12 +16,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jax
+import jax.numpy as jnp
 import numpy as np
+from scipy.stats import qmc
 
 from rnnlimit.datasets import channel_stats, standardize, znormalize
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
-from rnnlimit.omega import Omega, OmegaLaw, sample_omega
+from rnnlimit.omega import Omega, OmegaLaw
 from rnnlimit.seqpool import POOLS, delay_embed, dilations, first_difference, pooled_features
 
 #: ``series``: each series z-normalised per channel over its true length; ``diff``: the first
@@ -85,13 +86,16 @@ class KernelFamily:
         """``(δ, ω samples)`` per dilation, the same for every representation."""
         dils = dilations(min_length, self.window, self.max_dilations)
         per = max(16, 2 ** round(math.log2(self.n_theta / len(dils))))
-        key = jax.random.PRNGKey(seed)
-        law = self.law(channels)
-        return [
-            (d, sample_omega(jax.random.fold_in(key, i), per, channels * self.window, law,
-                             method="qmc", dtype="float32"))
-            for i, d in enumerate(dils)
-        ]  # fmt: skip
+        law, dim = self.law(channels), channels * self.window
+        groups = []
+        # one scrambled Sobol set per dilation, seeded from numpy (no JAX compilation)
+        for d, child in zip(dils, np.random.SeedSequence(seed).spawn(len(dils)), strict=True):
+            points = qmc.Sobol(
+                d=dim + 2, scramble=True, seed=np.random.default_rng(child)
+            ).random_base2(int(math.log2(per)))
+            w, b, u = law.transform(points, dim)
+            groups.append((d, Omega(*(jnp.asarray(a, jnp.float32) for a in (w, b, u)))))
+        return groups
 
 
 @dataclass(frozen=True)
