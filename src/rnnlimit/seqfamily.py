@@ -51,7 +51,7 @@ class KernelFamily:
     representations: tuple[str, ...] = REPRESENTATIONS
     sigma_w: float = 1.0
     sigma_u: float = 1.0
-    b_max: float = 0.88
+    b_max: float = 0.5
     tau_max: float = 100.0
     activation: str = "erf"
     max_dilations: int = 32
