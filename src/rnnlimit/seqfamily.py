@@ -82,9 +82,10 @@ class KernelFamily:
         singles = [(r,) for r in self.representations]
         return singles + ([tuple(self.representations)] if len(singles) > 1 else [])
 
-    def draw(self, seed: int, channels: int, min_length: int) -> list[tuple[int, Omega]]:
-        """``(δ, ω samples)`` per dilation, the same for every representation."""
-        dils = dilations(min_length, self.window, self.max_dilations)
+    def draw(self, seed: int, channels: int, length: int) -> list[tuple[int, Omega]]:
+        """``(δ, ω samples)`` per dilation (spans fitting ``length``), the same for every
+        representation."""
+        dils = dilations(length, self.window, self.max_dilations)
         per = max(16, 2 ** round(math.log2(self.n_theta / len(dils))))
         law, dim = self.law(channels), channels * self.window
         groups = []

@@ -63,8 +63,8 @@ def first_difference(xs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def dilations(min_length: int, window: int, max_count: int = 32) -> tuple[int, ...]:
-    """Dilations ``δ = 2^0, 2^1, ...`` whose window span ``(m-1)·δ`` fits the shortest series
-    (at least ``δ = 1``), at most ``max_count`` of them."""
+    """Dilations ``δ = 2^0, 2^1, ...`` whose window span ``(m-1)·δ`` fits ``min_length - 1``
+    steps (at least ``δ = 1``), at most ``max_count`` of them."""
     check_int("min_length", min_length, 1)
     top = max(1, (min_length - 1) // max(window - 1, 1))
     return tuple(2**e for e in range(min(int(math.log2(top)) + 1, max_count)))
