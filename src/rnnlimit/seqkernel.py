@@ -48,6 +48,8 @@ from rnnlimit.seqfeatures import feature_width, history_features, host_features
 from rnnlimit.seqfeatures import sequence_features as sequence_features
 
 Array = jax.Array
+
+
 def _gram(
     omega: Omega,
     n_batches: int,
