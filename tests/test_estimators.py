@@ -237,6 +237,10 @@ def test_kernel_family_parameters_are_validated():
     x, y = _sine_or_square(6, 5, length=10)
     with pytest.raises(ParameterError, match="alphas"):
         RNNKernelClassifier(kernel=SMALL, alphas=(0.0,)).fit(x, y)
+    with pytest.raises(ParameterError, match="kernel"):
+        RNNKernelClassifier(kernel={"n_theta": 64}).fit(x, y)
+    with pytest.raises(ParameterError, match="n_jobs"):
+        RNNKernelClassifier(kernel=SMALL, n_jobs=0).fit(x, y)
 
 
 def test_regressor_intervals_are_calibrated():

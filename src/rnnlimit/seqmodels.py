@@ -93,6 +93,8 @@ class _RNNKernelModel(BaseEstimator):
         return (xs, lengths, y) if fit else (xs, lengths)
 
     def _family(self) -> KernelFamily:
+        if self.kernel is not None and not isinstance(self.kernel, KernelFamily):
+            raise ParameterError("kernel", f"must be a KernelFamily or None, got {self.kernel!r}")
         return KernelFamily() if self.kernel is None else self.kernel
 
     def _workers(self) -> int:
