@@ -22,6 +22,7 @@ evidence at the chosen ``α``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ from rnnlimit.seqfamily import (
 )
 
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 3, 15))
+#: Selection key from (LOO predictions, targets); larger is better, compared as tuples.
+Score = Callable[[np.ndarray, np.ndarray], tuple[float, ...]]
 
 
 class _RNNKernelModel(BaseEstimator):
@@ -105,7 +108,7 @@ class _RNNKernelModel(BaseEstimator):
         return int(self.n_jobs)
 
     def _features(self, xs: np.ndarray, lengths: np.ndarray, reps: tuple[str, ...]) -> dict:
-        family, groups = self._family(), self._groups()
+        family, groups = self.family_, self._groups()  # as fitted, even after set_params
         out, total = {}, len(reps) * len(groups)
         for i, rep in enumerate(reps):
             out[rep] = family_features(
@@ -117,9 +120,12 @@ class _RNNKernelModel(BaseEstimator):
     def _groups(self) -> list[tuple[int, Omega]]:
         return [(d, Omega(w, b, u)) for d, (w, b, u) in self.omegas_]
 
-    def _select(self, xs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, score) -> None:
-        """Features, leave-one-out over candidates × α, final dual coefficients."""
-        family = self._family()
+    def _select(
+        self, xs: np.ndarray, lengths: np.ndarray, targets: np.ndarray, score: Score
+    ) -> tuple[EigenRidge, np.ndarray]:
+        """Features, leave-one-out over candidates × α, final dual coefficients; returns the
+        chosen candidate's eigendecomposed Gram and training features."""
+        self.family_ = family = self._family()
         alphas = ALPHAS if self.alphas is None else tuple(self.alphas)
         if not alphas or any(not (np.isfinite(a) and a > 0) for a in alphas):
             raise ParameterError("alphas", f"must be positive finite numbers, got {alphas!r}")
@@ -148,7 +154,8 @@ class _RNNKernelModel(BaseEstimator):
         self.intercept_ = self.dual_.sum(axis=0)
         return ridge, phi
 
-    def _raw_predict(self, X: Any) -> np.ndarray:
+    def _raw_predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``Φ(X) Φ_trainᵀ A + 1ᵀA`` and the features ``Φ(X)`` of the chosen kernel."""
         check_is_fitted(self, "coef_")
         xs, lengths = self._sequences(X, fit=False)
         phi = candidate_features(self._features(xs, lengths, self.representations_),
