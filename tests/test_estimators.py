@@ -56,6 +56,18 @@ def test_variable_length_encoding_round_trips():
     np.testing.assert_array_equal(back_lengths, [3, 1])
 
 
+def test_multichannel_flat_encoding_is_the_3d_layout():
+    """(n, 2, L) in aeon's layout and its time-major flat encoding with ``n_channels=2`` give
+    the same regressor (mean and predictive sd)."""
+    x, y = _sine_targets(12, 6)
+    x2 = np.concatenate([x, -0.5 * x[:, :, ::-1]], axis=1)
+    flat = np.transpose(x2, (0, 2, 1)).reshape(len(x2), -1)
+    a = RNNKernelRegressor(kernel=SMALL).fit(x2, y).predict(x2[:4], return_std=True)
+    b = RNNKernelRegressor(kernel=SMALL, n_channels=2).fit(flat, y)
+    for got, ref in zip(b.predict(flat[:4], return_std=True), a, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
 @pytest.mark.parametrize(
     "bad", [np.array([[1.0, np.nan, 2.0]]), np.array([[np.inf, 1.0, 1.0]]), np.full((1, 2), np.nan)]
 )
