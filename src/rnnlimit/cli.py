@@ -189,10 +189,10 @@ def _set_precision(cfg: Any) -> None:
 
 def _report(run_dir: Path) -> None:
     """Write the report of ``run_dir`` and print its reading of the numbers."""
-    from rnnlimit.report import load_run, reading, write_report
+    from rnnlimit.report import load_run, reading, recorded_reading, write_report
 
     paths = write_report(run_dir)
-    for line in reading(load_run(run_dir)):
+    for line in reading(load_run(run_dir)) + recorded_reading(run_dir):
         out.print(f"  • {line}", markup=False, highlight=False)
     out.print(f"report: {paths['report_html']}  (and {paths['report_md'].name})", markup=False)
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import jax.numpy as jnp
 import numpy as np
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rnnlimit import recorded, recording_io
 from rnnlimit.chains import AR1Chain, Chain, FilterTarget, FiniteChain, LagTarget, Target
 from rnnlimit.errors import ParameterError
 from rnnlimit.kernels import KernelSpec
@@ -50,11 +51,53 @@ class _Section(BaseModel):
         return ParameterError(name, str(err).split(": ", 1)[-1])
 
 
+class RecordingConfig(_Section):
+    """A recorded series as the stream (:mod:`rnnlimit.recorded`): file, columns, lags, target,
+    horizon, training span and scaling. ``d = len(columns)·len(lags)``, ``m = 1``."""
+
+    key: ClassVar[str] = "stream.recording"
+    path: str = Field(description="a CSV or .npy file (relative: to the config file)")
+    columns: list[str | int] = Field(
+        min_length=1, max_length=16, description="input columns: header names or 0-based indices"
+    )
+    lags: list[int] = Field([0], min_length=1, max_length=16, description="distinct lags >= 0")
+    target: str | int | None = Field(None, description="target column (default: columns[0])")
+    horizon: int = Field(1, ge=0, le=10**6, description="an integer in [0, 1e6]")
+    train_span: list[int] | None = Field(
+        None, min_length=2, max_length=2, description="[start, stop) rows (default: first 80%)"
+    )
+    scaling: Literal["minmax", "quantile"] = "minmax"
+    quantile: float = Field(0.01, gt=0.0, lt=0.5, description="a number in (0, 0.5)")
+    delimiter: str | None = Field(None, description="CSV delimiter (default: sniffed)")
+
+    @model_validator(mode="after")
+    def _readable(self) -> RecordingConfig:
+        self.build()
+        return self
+
+    def build(self) -> recorded.RecordedSeries:
+        """The stream of the recording (read once per file version)."""
+        if len(set(self.columns)) != len(self.columns):
+            raise ParameterError("stream.recording.columns", "must name distinct columns")
+        extra = [] if self.target is None else [self.target]
+        wanted = list(dict.fromkeys([*self.columns, *extra]))
+        try:
+            table = recording_io.load_table(self.path, wanted, self.delimiter)
+            # the table holds the wanted columns, in order, under their names
+            target = None if self.target is None else table.names[wanted.index(self.target)]
+            return recorded.recorded_series(
+                table, list(table.names[: len(self.columns)]), self.lags, target, self.horizon,
+                self.train_span, self.scaling, self.quantile,
+            )  # fmt: skip
+        except ParameterError as err:
+            raise self._rekey(err) from None
+
+
 class StreamConfig(_Section):
-    """Inputs ``X_k`` (a clipped AR(1)/VAR(1) or a finite chain) and targets ``Y_k``."""
+    """Inputs ``X_k`` (clipped AR(1)/VAR(1), finite chain or recording) and targets ``Y_k``."""
 
     key: ClassVar[str] = "stream"
-    chain: Literal["ar1", "var1", "finite"] = "ar1"
+    chain: Literal["ar1", "var1", "finite", "recorded"] = "ar1"
     d: int = Field(1, ge=1, le=16, description="an integer in [1, 16]")
     rho: float | list[list[float]] = Field(0.6, description="ar1: ρ in (-1, 1); var1: d×d matrix")
     noise: float = Field(1.0, ge=0.0, description="a number >= 0")
@@ -68,9 +111,32 @@ class StreamConfig(_Section):
     lag: int = Field(1, ge=1, le=1000, description="an integer in [1, 1000]")
     m: int = Field(1, ge=1, le=16, description="an integer in [1, d]")
     burn_in: int = Field(200, ge=0, le=10**7, description="an integer in [0, 1e7]")
+    recording: RecordingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_dims(cls, data: Any) -> Any:
+        """A recording fixes ``d = len(columns)·len(lags)`` and ``m = 1``: fill them in."""
+        rec = data.get("recording") if isinstance(data, dict) else None
+        if data.get("chain") == "recorded" and isinstance(rec, dict):
+            cols, lags = rec.get("columns"), rec.get("lags", [0])
+            if isinstance(cols, list) and isinstance(lags, list):
+                data = {"d": len(cols) * len(lags), "m": 1, **data}
+        return data
 
     @model_validator(mode="after")
     def _buildable(self) -> StreamConfig:
+        if (self.chain == "recorded") != (self.recording is not None):
+            raise ParameterError(
+                "stream.recording", "must be given exactly when stream.chain = 'recorded'"
+            )
+        if self.recording is not None:
+            want = len(self.recording.columns) * len(self.recording.lags)
+            if (self.d, self.m) != (want, 1):
+                raise ParameterError(
+                    "stream.d", f"must be len(columns)·len(lags) = {want} with m = 1 for a "
+                    f"recording (or left out), got d = {self.d}, m = {self.m}",
+                )  # fmt: skip
         if self.m > self.d:
             raise ParameterError("stream.m", f"must be an integer in [1, d={self.d}], got {self.m}")
         if self.chain == "ar1" and not isinstance(self.rho, float):
@@ -95,13 +161,17 @@ class StreamConfig(_Section):
 
     def build_chain(self) -> Chain:
         """The input chain of MODEL.md §1."""
+        if self.recording is not None:
+            return self.recording.build().chain
         if self.chain == "finite":
             return FiniteChain(np.asarray(self.P, float), np.asarray(self.values, float))
         rho = np.asarray(self.rho, float) if self.chain == "var1" else self.rho
         return AR1Chain(rho=rho, noise=self.noise, d=self.d)
 
     def build_target(self) -> Target:
-        """``Y_k = a·Y_{k-1} + (1-a)·f(X_k)`` (filter), ``f(X_k)`` or ``X_{k-lag}``."""
+        """``Y_k = a·Y_{k-1} + (1-a)·f(X_k)`` (filter), ``f(X_k)``, ``X_{k-lag}`` or recorded."""
+        if self.recording is not None:
+            return self.recording.build().target
         if self.target == "lag":
             return LagTarget(lag=self.lag, m=self.m, d=self.d)
         fn, m = TARGET_FUNCTIONS[self.f], self.m
@@ -262,6 +332,7 @@ def _describe(loc: tuple) -> tuple[str, str]:
             info = model.model_fields[tok]
             path += f".{tok}" if path else tok
             ann = info.annotation
+            ann = next((a for a in get_args(ann) if a is not type(None)), ann)  # X | None -> X
             model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return path or "config", (info.description or "") if info is not None else ""
 
@@ -309,7 +380,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ParameterError("config", f"cannot read {p}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ParameterError("config", f"{p} is not valid TOML: {exc}") from None
-    return validate_config(data)
+    return validate_config(_paths_relative_to(data, p.parent))
+
+
+def _paths_relative_to(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``stream.recording.path`` made absolute against the config file's folder."""
+    rec = data.get("stream", {}).get("recording") if isinstance(data.get("stream"), dict) else None
+    if isinstance(rec, dict) and isinstance(rec.get("path"), str):
+        if not Path(rec["path"]).expanduser().is_absolute():
+            rec["path"] = str((base / rec["path"]).resolve())
+    return data
 
 
 def config_to_toml(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> str:
