@@ -66,7 +66,7 @@ class RecordingConfig(_Section):
     train_span: list[int] | None = Field(
         None, min_length=2, max_length=2, description="[start, stop) rows (default: first 80%)"
     )
-    scaling: Literal["minmax", "quantile"] = "minmax"
+    scaling: Literal["minmax", "quantile", "none"] = "minmax"
     quantile: float = Field(0.01, gt=0.0, lt=0.5, description="a number in (0, 0.5)")
     delimiter: str | None = Field(None, description="CSV delimiter (default: sniffed)")
 
@@ -411,6 +411,26 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
             study=StudyConfig(widths=[100, 400], seeds=[0], n_pi=100),
         )
     return cfg.resolved()
+
+
+def recorded_demo_config(name: str, quick: bool = False) -> ExperimentConfig:
+    """The built-in study on a real recorded series (``recording_io.BUNDLED``): inputs the value
+    column at lags 0 and 1, the target one step ahead, widths 250…16000, seeds 0 and 1.
+
+    ``quick``: widths 100 and 400, one seed and a coarse limit (a smoke test of seconds).
+    """
+    path = recording_io.bundled_path(name)
+    column = recording_io.BUNDLED[name][1]
+    rec = RecordingConfig(path=str(path), columns=[column], lags=[0, 1], horizon=1)
+    stream = StreamConfig(chain="recorded", recording=rec, d=2, m=1)
+    if quick:
+        return ExperimentConfig(
+            stream=stream, training=TrainingConfig(T=1.0),
+            limit=LimitConfig(M=256, grid=9, dt=0.1, chain_steps=4, burn_in=100),
+            study=StudyConfig(widths=[100, 400], seeds=[0], n_pi=100),
+        ).resolved()  # fmt: skip
+    study = StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1])
+    return ExperimentConfig(stream=stream, study=study).resolved()
 
 
 def example_config_toml() -> str:

@@ -6,6 +6,7 @@ a stream in three steps:
 1. scaling: each used column is mapped by ``v ↦ clip((v − a_c) / b_c, −1, 1)`` with ``a_c, b_c``
    fitted on the training span alone — min–max (``a = (max+min)/2``, ``b = (max−min)/2``) or a
    robust quantile clip (the same with the ``q`` and ``1−q`` quantiles; values beyond clip);
+   ``none`` (``a = 0``, ``b = 1``) for data already in ``[-1, 1]``;
 2. lag embedding: ``x_j = (v_{c1}[j − l_1], …, v_{c1}[j − l_p], v_{c2}[j − l_1], …)``, so
    ``d = n_columns · n_lags``; the target ``y_j = v_target[j + horizon]`` (``m = 1``);
 3. the chain: the index moves by the cyclic shift ``J_{k+1} = J_k + 1 mod L_train`` over the
@@ -33,7 +34,7 @@ from rnnlimit.errors import ParameterError, RecordingError, check_choice, check_
 from rnnlimit.recording_io import Table
 
 Array = jax.Array
-SCALINGS = ("minmax", "quantile")
+SCALINGS = ("minmax", "quantile", "none")
 #: Fewest training examples a recorded stream accepts.
 MIN_TRAIN = 64
 #: ``T·N`` above this many times the training length re-reads the data: the report warns.
@@ -95,13 +96,19 @@ def fit_scaling(
 ) -> Scaling:  # fmt: skip
     """Fit ``center, half_width`` of ``columns`` on the rows ``span = [start, stop)`` of ``table``.
 
-    A column that is constant over the span cannot be scaled: :class:`RecordingError`.
+    A column that is constant over the span cannot be scaled, and ``none`` needs every value
+    of the table in ``[-1, 1]``: :class:`RecordingError`.
     """
     check_choice("scaling", method, SCALINGS)
     check_range("quantile", quantile, 0.0, 0.5, low_open=True, high_open=True)
     start, stop = span
     centers, widths = [], []
     for name in columns:
+        if method == "none":
+            _check_unit_range(table, name)
+            centers.append(0.0)
+            widths.append(1.0)
+            continue
         v = table.column(name)[start:stop]
         lo, hi = (
             (float(v.min()), float(v.max()))
@@ -120,6 +127,16 @@ def fit_scaling(
         widths.append(0.5 * (hi - lo))
     q = quantile if method == "quantile" else 0.0
     return Scaling(tuple(columns), np.asarray(centers), np.asarray(widths), method, q)
+
+
+def _check_unit_range(table: Table, name: str) -> None:
+    v = table.column(name)
+    if np.any(np.abs(v) > 1.0):
+        j = int(np.argmax(np.abs(v) > 1.0))
+        raise RecordingError(
+            "scaling", f"{table.source}, {table.row_name(j)}, column {name!r}: {v[j]:.6g} lies "
+            "outside [-1, 1], so scaling = 'none' cannot be used (choose 'minmax' or 'quantile')",
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- lag embedding
