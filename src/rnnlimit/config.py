@@ -415,7 +415,8 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
 
 def recorded_demo_config(name: str, quick: bool = False) -> ExperimentConfig:
     """The built-in study on a real recorded series (``recording_io.BUNDLED``): inputs the value
-    column at lags 0 and 1, the target one step ahead, widths 250…16000, seeds 0 and 1.
+    column at lags 0 and 1, the target one step ahead, widths 250…16000, seeds 0 and 1, a
+    9^3 grid for the limit.
 
     ``quick``: widths 100 and 400, one seed and a coarse limit (a smoke test of seconds).
     """
@@ -430,7 +431,8 @@ def recorded_demo_config(name: str, quick: bool = False) -> ExperimentConfig:
             study=StudyConfig(widths=[100, 400], seeds=[0], n_pi=100),
         ).resolved()  # fmt: skip
     study = StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1])
-    return ExperimentConfig(stream=stream, study=study).resolved()
+    # d + m = 3: a 9^3 grid (its error check re-solves on 17^3; 17^3 -> 33^3 needs a 10 GB Gram)
+    return ExperimentConfig(stream=stream, limit=LimitConfig(grid=9), study=study).resolved()
 
 
 def example_config_toml() -> str:
