@@ -1,4 +1,4 @@
-"""A recorded series in the config (``stream.chain = "recorded"``) and through the CLI, end to end."""
+"""A recorded series in the config (``stream.chain = "recorded"``) and through the CLI."""
 
 from __future__ import annotations
 
@@ -116,11 +116,11 @@ def test_bad_recording_settings_name_their_key(
 
 def test_recording_needs_chain_recorded_and_a_matching_d(tmp_path: Path) -> None:
     rec = {"path": str(_user_csv(tmp_path / "d.csv")), "columns": ["load"]}
-    with pytest.raises(ParameterError, match="stream.recording: must be given exactly"):
+    with pytest.raises(ParameterError, match=r"stream\.recording: must be given exactly"):
         validate_config({"stream": {"chain": "ar1", "recording": rec}})
-    with pytest.raises(ParameterError, match="stream.recording: must be given exactly"):
+    with pytest.raises(ParameterError, match=r"stream\.recording: must be given exactly"):
         validate_config({"stream": {"chain": "recorded"}})
-    with pytest.raises(ParameterError, match=r"stream.d: must be len\(columns\)·len\(lags\) = 1"):
+    with pytest.raises(ParameterError, match=r"stream\.d: must be len\(columns\)·len\(lags\) = 1"):
         validate_config({"stream": {"chain": "recorded", "d": 2, "recording": rec}})
 
 
