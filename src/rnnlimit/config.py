@@ -447,6 +447,7 @@ _EXAMPLE = """\
 
 [stream]
 chain = "ar1"        # "ar1" (clipped AR(1)), "var1" (rho = d×d matrix) or "finite" (P, values)
+                     # or "recorded": a [stream.recording] table (docs/recorded-data.md)
 d = 1                # input dimension: X_k in [-1, 1]^d
 rho = 0.6            # X_{k+1} = clip(rho X_k + noise ξ_k, -1, 1), |rho| < 1
 noise = 1.0          # §5 leaves the AR(1) noise level open; 1.0 is this package's choice
