@@ -190,3 +190,17 @@ def test_quick_demo_on_bundled_data_writes_forecasts(
     assert persistence["rmse"] < 2.0  # °F, hourly: the smooth series barely moves in an hour
     bad = runner.invoke(cli.app, ["demo", "--data", "nope", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "data: must be one of ['seattle-temps']" in bad.output
+
+
+def test_cli_train_with_rtrl_on_a_user_csv_forecasts_without_a_limit(
+    user_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compare, "write_train_run", _inline(compare.write_train_run))
+    text = user_config.read_text().replace("T = 0.5", 'T = 0.5\ngradient = "rtrl"')
+    user_config.write_text(text)
+    out = tmp_path / "run"
+    result = runner.invoke(cli.app, ["train", str(user_config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    fc = json.loads((out / "forecast.json").read_text())
+    assert {r["model"] for r in fc["table"]} == {"network", "persistence", "linear_ar"}
+    assert all(np.isfinite(r["rmse"]) for r in fc["table"])
