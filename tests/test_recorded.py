@@ -214,6 +214,8 @@ def test_constant_column_and_too_short_input_are_one_line_errors(tmp_path: Path)
     assert "line 2 to line 241" in str(info.value)  # the training span, as file lines
     with pytest.raises(RecordingError, match=rf"too short.*at least {MIN_TRAIN}"):
         recorded_series(table_from_array(np.arange(60.0), source="short"), [0])
+    with pytest.raises(RecordingError, match=r"short: too short.* holds 0 examples"):
+        recorded_series(table_from_array(np.arange(20.0), source="short"), [0], lags=[0, 30])
     with pytest.raises(ParameterError, match="no column 'w'"):
         read_table(path, ["w"])
 

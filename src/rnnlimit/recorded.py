@@ -156,7 +156,7 @@ def lag_embed(
     rows = np.arange(j0, max(j0, j1))
     x = np.stack([values[rows - lag, c] for c in range(values.shape[1]) for lag in lags], axis=1)
     y = np.asarray(target, float).reshape(L)[rows + horizon][:, None]
-    return x.reshape(len(rows), -1), y, rows
+    return x.reshape(len(rows), values.shape[1] * len(lags)), y, rows
 
 
 # --------------------------------------------------------------------------- chain and target
