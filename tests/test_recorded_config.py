@@ -204,3 +204,14 @@ def test_cli_train_with_rtrl_on_a_user_csv_forecasts_without_a_limit(
     fc = json.loads((out / "forecast.json").read_text())
     assert {r["model"] for r in fc["table"]} == {"network", "persistence", "linear_ar"}
     assert all(np.isfinite(r["rmse"]) for r in fc["table"])
+
+
+def test_a_grid_whose_gram_cannot_fit_in_memory_is_refused(tmp_path: Path) -> None:
+    # d = 2 (lags 0 and 1), m = 1: the default 17^3 grid's error estimate would re-solve on
+    # 33^3 = 35937 nodes, a 35937² Gram of 9.6 GiB (the run was killed for memory before)
+    rec = {"path": str(_user_csv(tmp_path / "d.csv")), "columns": ["load"], "lags": [0, 1]}
+    with pytest.raises(ParameterError, match=r"limit\.grid: a grid of 33\^3 .* 9\.6 GiB") as info:
+        validate_config({"stream": {"chain": "recorded", "recording": rec}})
+    assert "limit.grid <= 13 for d + m = 3" in str(info.value)
+    for limit in ({"grid": 13}, {"estimate_error": False}, {"representation": "features"}):
+        validate_config({"stream": {"chain": "recorded", "recording": rec}, "limit": limit})

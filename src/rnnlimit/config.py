@@ -36,6 +36,8 @@ TARGET_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "identity": lambda x: x,
     "square": lambda x: x * x,
 }
+#: Largest node Gram matrix of a grid representation that a config may ask for (bytes).
+GRAM_BYTES = 2 << 30
 TargetFunction = Literal["sin2", "sin", "cos", "tanh", "identity", "square"]
 
 
@@ -270,6 +272,7 @@ class ExperimentConfig(_Section):
                 raise ParameterError(
                     f"study.widths[{i}]", f"must be even with network.antisymmetric, got {N}"
                 )
+        self._check_grid_memory()
         try:
             self.limit_problem()
             self.limit_numerics()
@@ -278,6 +281,25 @@ class ExperimentConfig(_Section):
             name = name if "." in name else f"limit.{name}"
             raise ParameterError(name, str(err).split(": ", 1)[-1]) from None
         return self
+
+    def _check_grid_memory(self) -> None:
+        """Refuse a grid whose node Gram (``(grid^(d+m))²`` floats; the error estimate's finer
+        grid has ``2·grid − 1`` nodes per axis) would not fit in :data:`GRAM_BYTES`."""
+        lim, dim = self.limit, self.stream.d + self.stream.m
+        if lim.representation == "features" or (lim.representation == "auto" and dim > 3):
+            return
+        per_axis = 2 * lim.grid - 1 if lim.estimate_error else lim.grid
+        need = 8 * per_axis ** (2 * dim)
+        if need > GRAM_BYTES:
+            k = 2 if lim.estimate_error else 1
+            ok = [g for g in range(3, lim.grid) if 8 * (k * g - k + 1) ** (2 * dim) <= GRAM_BYTES]
+            finer = " (the error estimate re-solves on 2·grid − 1 nodes per axis)"
+            hint = f"limit.grid <= {max(ok)} for d + m = {dim}, or " if ok else ""
+            raise ParameterError(
+                "limit.grid", f"a grid of {per_axis}^{dim} nodes"
+                f"{finer if lim.estimate_error else ''} needs a {need / 2**30:.1f} GiB Gram "
+                f"matrix: use {hint}limit.representation = 'features'",
+            )  # fmt: skip
 
     # -- builders -----------------------------------------------------------------------------
 
