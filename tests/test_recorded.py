@@ -138,14 +138,13 @@ def test_none_scaling_keeps_unit_data_and_refuses_data_outside() -> None:
 
 @pytest.mark.parametrize("L", [40_000])
 def test_a_long_clipped_ar1_recording_has_the_ar1_chains_limit(L: int) -> None:
-    """The recorded limit averages over uniform indices of one AR(1) path; for a long path this
-    is μ, so both limits agree within their particle noise (the ``M`` error estimate: RMS
-    difference of the M and 2M solves, i.e. about the noise of one solve). Same Δt, basis and
-    chain steps: the discretisation errors are shared and cancel."""
-    chain, target = AR1Chain(rho=0.6, noise=1.0), FilterTarget(a=0.0, m=1)
-    stream = sample_stream(chain, target, jax.random.PRNGKey(7), L, burn_in=100, dtype=jnp.float64)
-    table = table_from_array(np.c_[np.asarray(stream.x), np.asarray(stream.y)], ["x", "y"])
-    rec = recorded_series(table, ["x"], [0], "y", 0, (0, L), "none")
+    """The recorded limit averages over uniform indices of one AR(1) path (MODEL.md §5 chain
+    and filter target); for a long path this is μ, so the limits agree up to two errors: the
+    particle noise (the ``M`` estimate: RMS difference of the M and 2M solves) and the
+    recording's own sampling error, a fixed draw per recording, measured by the spread between
+    the limits of two independent recordings (≈ √2 times one recording's error). Same Δt, basis
+    and chain steps: the discretisation errors are shared and cancel."""
+    chain, target = AR1Chain(rho=0.6, noise=1.0), FilterTarget(a=0.6, m=1)
     kernel = KernelSpec(d=1, m=1)
     num = LimitNumerics(T=1.0, dt=0.1, M=1024, chain_steps=4, burn_in=50, grid=9)
     z = np.stack(np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 7)), -1).reshape(-1, 2)
@@ -153,15 +152,25 @@ def test_a_long_clipped_ar1_recording_has_the_ar1_chains_limit(L: int) -> None:
     def solve(ch, tg):
         return limit_solver(LimitProblem(ch, tg, kernel))(num, z, [1.0], estimate_error=["M"])
 
-    ref, got = solve(chain, target), solve(rec.chain, rec.target)
-    other_chain = AR1Chain(rho=-0.6, noise=0.3)
-    other = solve(other_chain, target)
-    noise = max(ref.error["M"], got.error["M"])
-    diff = float(np.sqrt(np.mean((ref.h[-1] - got.h[-1]) ** 2)))
-    assert diff < 3 * noise + 1e-3, (diff, noise)
-    # not a test that cannot fail: another chain's limit is far outside that band
-    far = float(np.sqrt(np.mean((ref.h[-1] - other.h[-1]) ** 2)))
-    assert far > 10 * (3 * noise + 1e-3), (far, noise)
+    def recording(seed: int):
+        key = jax.random.PRNGKey(seed)
+        s = sample_stream(chain, target, key, L, burn_in=100, dtype=jnp.float64)
+        table = table_from_array(np.c_[np.asarray(s.x), np.asarray(s.y)], ["x", "y"])
+        rec = recorded_series(table, ["x"], [0], "y", 0, (0, L), "none")
+        return solve(rec.chain, rec.target)
+
+    def rms(a, b) -> float:
+        return float(np.sqrt(np.mean((a.h[-1] - b.h[-1]) ** 2)))
+
+    ref, rec1, rec2 = solve(chain, target), recording(7), recording(8)
+    noise = max(ref.error["M"], rec1.error["M"], rec2.error["M"])
+    spread = rms(rec1, rec2)
+    # each recorded limit is within ~1 σ of the chain's, spread ≈ √2 σ: 2·spread is a ~3σ bound
+    tol = 2 * spread + 3 * noise
+    assert max(rms(ref, rec1), rms(ref, rec2)) < tol, (rms(ref, rec1), rms(ref, rec2), tol)
+    # not a test that cannot fail: another chain's limit lies far outside that band
+    other = solve(AR1Chain(rho=-0.6, noise=0.3), target)
+    assert rms(ref, other) > 4 * tol, (rms(ref, other), tol)
 
 
 # --------------------------------------------------------------------------- bad input
