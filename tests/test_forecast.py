@@ -24,7 +24,8 @@ def cfg(tmp_path: Path):
     path = tmp_path / "walk.csv"
     path.write_text("v\n" + "\n".join(f"{a:.6f}" for a in v))
     rec = {"path": str(path), "columns": ["v"], "lags": [0, 2], "train_span": [0, 600]}
-    return validate_config({"stream": {"chain": "recorded", "recording": rec}})
+    stream = {"chain": "recorded", "recording": rec}
+    return validate_config({"stream": stream, "limit": {"grid": 9}})
 
 
 def _fake_limit(h) -> LimitResult:

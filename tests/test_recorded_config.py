@@ -139,7 +139,7 @@ def test_cli_converge_runs_on_a_user_csv(
     assert all(np.isfinite(r["rmse"]) and r["rmse"] >= r["mae"] > 0 for r in fc["table"])
     report = (out / "report.md").read_text()
     assert "Forecasts on the held-out tail" in report and "figures/forecast.png" in report
-    assert "Forecast on the held-out tail" in result.output
+    assert "One-step forecasts on the held-out" in result.output
 
 
 @pytest.mark.parametrize(

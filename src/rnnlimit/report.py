@@ -199,12 +199,21 @@ def recorded_reading(run_dir: str | os.PathLike[str]) -> list[str]:
     if not path.is_file():
         return []
     fc = json.loads(path.read_text())
-    lines = [
-        f"Forecast on the held-out tail ({fc['n_tail']} samples), {r['model']}"
-        + (f" N = {r['N']} seed {r['seed']}" if r.get("N") is not None else "")
-        + f": RMSE {_fmt(r['rmse'])}, MAE {_fmt(r['mae'])} ({fc['recording']['units']})."
-        for r in fc["table"]
-    ]
+    groups: dict[str, list[dict]] = {}
+    for r in fc["table"]:
+        name = r["model"] if r.get("N") is None else f"network N = {r['N']}"
+        groups.setdefault(name, []).append(r)
+    parts = []
+    for name, rows in groups.items():
+        seeds = f" (mean of {len(rows)} seeds)" if len(rows) > 1 else ""
+        rmse, mae = (float(np.mean([r[k] for r in rows])) for k in ("rmse", "mae"))
+        parts.append(f"{name} {rmse:.3g} / {mae:.3g}{seeds}")
+    lines = []
+    if parts:
+        lines.append(
+            f"One-step forecasts on the held-out tail ({fc['n_tail']} samples), RMSE / MAE in "
+            f"{fc['recording']['units']}: " + "; ".join(parts) + "."
+        )
     diag = fc["diagnostics"]
     tau = ", ".join(f"{k} {v:.4g}" for k, v in diag["tau"].items())
     ess = ", ".join(f"{k} {v:.4g}" for k, v in diag["ess"].items())
@@ -235,7 +244,7 @@ def _recorded_blocks(run_dir: Path, fig_dir: Path) -> tuple[list[Block], dict[st
         f"{rec['horizon']} step(s) ahead; training span rows {rec['train_span']} "
         f"({rec['n_train']} examples), held-out tail {rec['n_tail']} examples.",
         f"Scaling into [-1, 1] ({sc['method']}, fitted on the training span): {scale}.",
-        *recorded_reading(run_dir)[len(fc["table"]) :],
+        *recorded_reading(run_dir)[1 if fc["table"] else 0 :],
     ]
     cols = ["model", "N", "seed", "RMSE", "MAE"]
     rows = [[_fmt(r["model"]), _fmt(r["N"]), _fmt(r["seed"]), _fmt(r["rmse"]), _fmt(r["mae"])]
