@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -22,6 +23,7 @@ from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 from rnnlimit.recorded import (
     MIN_TRAIN,
     REREAD_WARNING,
+    Scaling,
     fit_scaling,
     lag_embed,
     recorded_series,
@@ -103,6 +105,9 @@ def test_lag_embedding_and_scaling_round_trip() -> None:
         raw_y = values[series.rows_train + horizon, 1][:, None]
         ok = np.abs(series.y_train) < 1.0
         np.testing.assert_allclose(y_back[ok], raw_y[ok], rtol=1e-12, atol=1e-12)
+    # what a run stores (forecast.json) maps back to the same data units
+    stored = Scaling.from_dict(json.loads(json.dumps(series.scaling.to_dict())))
+    np.testing.assert_array_equal(stored.inverse(series.y_train, ["b"]), y_back)
     # the min-max scaling reaches exactly -1 and 1 on the training span
     sc = fit_scaling(table, ["a"], (0, 300))
     u = sc.apply(values[:, 0], ["a"])
