@@ -270,6 +270,7 @@ def test_diagnostics_measure_correlation_and_warn_on_rereading() -> None:
     assert diag["warning"] is None
     many = recording_diagnostics(series, T=3.0, widths=[100, 10_000])
     assert many["reads"] > REREAD_WARNING and "6.0 times over" in many["warning"]
+    assert many["coverage"] == {"100": pytest.approx(0.06), "10000": pytest.approx(6.0)}
 
 
 def test_bundled_series_is_long_real_and_documented() -> None:

@@ -335,9 +335,9 @@ def recorded_series(
 
 def recording_diagnostics(series: RecordedSeries, T: float, widths: list[int]) -> dict[str, Any]:
     """The recording's integrated autocorrelation time ``τ = 1 + 2 Σ_ℓ ρ(ℓ)`` and effective sample
-    size ``L_train / τ`` (target and each input column at lag 0), and how many times the widest
-    network reads the training span (``T·N / L_train``), with a warning above
-    :data:`REREAD_WARNING`."""
+    size ``L_train / τ`` (target and each input column at lag 0), how much of the training span
+    each width reads (``coverage``: ``T·N / L_train``) and how many times the widest does
+    (``reads``), with a warning above :data:`REREAD_WARNING`."""
     L = len(series.rows_train)
     lag0 = series.lags.index(min(series.lags))
     cols = {f"target {series.target_column}": series.y_train[:, 0]}
@@ -356,4 +356,7 @@ def recording_diagnostics(series: RecordedSeries, T: float, widths: list[int]) -
             "over the recording, so the comparison stands, but the data hold fewer "
             "independent samples than the steps suggest)"
         )
-    return dict(n_train=L, tau=tau, ess=ess, reads=reads, widest=N, warning=warning)
+    coverage = {str(n): T * n / L for n in sorted(widths)}  # the fraction each width reads
+    return dict(
+        n_train=L, tau=tau, ess=ess, reads=reads, widest=N, coverage=coverage, warning=warning
+    )

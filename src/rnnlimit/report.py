@@ -221,6 +221,12 @@ def recorded_reading(run_dir: str | os.PathLike[str]) -> list[str]:
         f"Recording: {diag['n_train']} training examples; integrated autocorrelation time "
         f"{tau}; effective sample size {ess}."
     )
+    if diag.get("coverage"):
+        cover = ", ".join(f"N = {n}: {c:.3g}" for n, c in diag["coverage"].items())
+        lines.append(
+            f"Share of the training span each width reads in order (T·N / L): {cover}; below 1 "
+            "a network sees a stretch of the recording, the limit all of it."
+        )
     if diag.get("warning"):
         lines.append(f"Warning: {diag['warning']}.")
     return lines
