@@ -190,11 +190,14 @@ def test_backend_choice_is_checked(monkeypatch):
 
 
 @needs_native
+@pytest.mark.parametrize("gradient", ["truncated", "rtrl"])
 @pytest.mark.parametrize(("d", "m", "activation"), [(1, 1, "erf"), (2, 2, "tanh"), (3, 2, "erf")])
-def test_native_two_threads_match_one_and_are_deterministic(monkeypatch, d, m, activation):
+def test_native_two_threads_match_one_and_are_deterministic(
+    monkeypatch, d, m, activation, gradient
+):
     monkeypatch.delenv("RNNLIMIT_NATIVE_THREADS", raising=False)
     spec, params, stream = _setup(N=4096, d=d, m=m, K=200, activation=activation)
-    kw = dict(alpha=2.0, window=50, trace_stride=7, backend="native")
+    kw = dict(alpha=2.0, window=50, trace_stride=7, backend="native", gradient=gradient)
     r1 = train(spec, params, stream, native_threads=1, **kw)
     r2 = train(spec, params, stream, native_threads=2, **kw)
     r2b = train(spec, params, stream, native_threads=2, **kw)
