@@ -40,9 +40,11 @@ from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
 from rnnlimit.kernels import KernelSpec, ntk
 from rnnlimit.limitsolve import Request, SolveCaches, solve_trajectory
 from rnnlimit.limitsteps import shared_stores, solve_cost
+from rnnlimit.nystrom import NystromBasis
 
 Array = jax.Array
 REFINEMENTS: tuple[str, ...] = ("dt", "M", "basis", "lag")
+REPRESENTATIONS: tuple[str, ...] = ("auto", "grid", "features", "nystrom")
 #: The training whose limit is solved: §4 (truncated gradient) or §4b (RTRL).
 GRADIENTS: tuple[str, ...] = ("truncated", "rtrl")
 #: ``auto``: the native grid kernel (``_native/limit_pic.c``) where it applies, else JAX.
@@ -81,7 +83,8 @@ class LimitProblem:
 @dataclass(frozen=True)
 class LimitNumerics:
     """Discretisation: horizon ``T``, step ``dt``, ``M`` particles, ``chain_steps`` per stage,
-    ``grid`` nodes per axis (grid basis) or ``n_features`` (feature basis)."""
+    ``grid`` nodes per axis (grid basis), ``n_features`` (feature basis) or ``n_inducing``
+    points (Nyström basis, :mod:`rnnlimit.nystrom`)."""
 
     T: float = 3.0
     dt: float = 0.05
@@ -90,8 +93,9 @@ class LimitNumerics:
     burn_in: int = 200
     grid: int = 17
     n_features: int = 2048
+    n_inducing: int = 256
     scheme: Literal["heun", "euler"] = "heun"
-    representation: Literal["auto", "grid", "features"] = "auto"
+    representation: Literal["auto", "grid", "features", "nystrom"] = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,8 +106,9 @@ class LimitNumerics:
         check_int("burn_in", self.burn_in, 0)
         check_int("grid", self.grid, 3)
         check_int("n_features", self.n_features, 1)
+        check_int("n_inducing", self.n_inducing, 1)
         check_choice("scheme", self.scheme, ("heun", "euler"))
-        check_choice("representation", self.representation, ("auto", "grid", "features"))
+        check_choice("representation", self.representation, REPRESENTATIONS)
 
     @property
     def n_steps(self) -> int:
@@ -120,7 +125,10 @@ class LimitNumerics:
         return self.n_steps * self.stages * self.chain_steps
 
     def basis(self, kernel: KernelSpec) -> Basis:
-        """The representation of ``h_t`` (``auto``: the grid for ``d + m ≤ 3``, else features)."""
+        """The representation of ``h_t`` (``auto``: the grid for ``d + m ≤ 3``, else Nyström)."""
+        auto_nystrom = self.representation == "auto" and kernel.d + kernel.m > 3
+        if self.representation == "nystrom" or auto_nystrom:
+            return NystromBasis(kernel, self.n_inducing, self.seed)
         return make_basis(kernel, self.representation, self.grid, self.n_features, self.seed)
 
 
