@@ -321,7 +321,9 @@ class LimitSolver:
         if self.problem.gradient == "rtrl":
             base.notes.append("RTRL limit (MODEL.md §4b): particles carry the trace E")
         if self.kernel_fn.method_used != "closed":
-            base.notes.append(f"kernel A has no closed form for {k.activation}: quadrature used")
+            how = {"table": "tabulated quadrature (Chebyshev series, error ~1e-10)"}
+            used = how.get(self.kernel_fn.method_used, "quadrature")
+            base.notes.append(f"kernel A has no closed form for {k.activation}: {used} used")
         if len(results):
             self.estimate(base, results)
         return base
