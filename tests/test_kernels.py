@@ -16,11 +16,10 @@ from rnnlimit.kernels import (
     gram,
     monte_carlo,
     ntk,
-    quadrature_nodes,
     tile_shape,
     time_gram,
 )
-from rnnlimit.kerneltable import expectation_table
+from rnnlimit.kerneltable import expectation_table, quadrature_nodes
 
 
 def _points(n: int, dim: int = 2, seed: int = 0) -> np.ndarray:
