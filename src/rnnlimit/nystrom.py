@@ -125,7 +125,7 @@ class NystromBasis:
 
     def design(self, aux: NystromAux, z: Array) -> Array:
         """``A(z, c_j)``: ``(n, P)``, in the kernel's own precision."""
-        return ntk(self.kernel)._pair("both", z, aux.centres)
+        return ntk(self.kernel).pair("both", z, aux.centres)
 
     def block(self, aux: NystromAux, z: Array) -> Array:
         """``A(Z, c_j)`` at the particles in float32 (see the module docstring)."""
