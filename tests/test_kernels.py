@@ -306,3 +306,14 @@ def test_table_coefficients_are_symmetric_and_drop_the_vanishing_parity() -> Non
     assert [s.odd for s in table.nngp] == [True] and [s.odd for s in table.grad] == [False]
     for series in (*table.nngp, *table.grad):
         np.testing.assert_array_equal(series.coef, series.coef.transpose(1, 0, 2))
+
+
+def test_table_kernel_traces_with_closed_over_points() -> None:
+    """Inside a jitted caller the range check must not touch traced values (a closed-over
+    concrete point set is multiplied by traced ones there) and must give the same numbers."""
+    kernel_fn = ntk(KernelSpec("tanh", d=1, m=2))
+    z = jnp.asarray(_points(7, 3))
+    jitted = jax.jit(lambda x: kernel_fn.pair("both", x, z))(z)
+    np.testing.assert_allclose(jitted, kernel_fn(z, z), atol=1e-13)
+    slope = jax.jacfwd(lambda x: kernel_fn.pair("both", x[None], z)[0])(z[0])
+    assert slope.shape == (7, 3) and np.all(np.isfinite(slope))

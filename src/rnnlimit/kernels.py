@@ -202,7 +202,9 @@ def _in_table_range(spec: KernelSpec, z: Array) -> bool:
     traced values are taken to be in range, as the solver's points are)."""
     if isinstance(z, jax.core.Tracer):
         return True
-    s = np.asarray((z * z) @ _prior_variances(spec, z.dtype)) + spec.sigma_u**2
+    zz = np.asarray(z, dtype=np.float64)  # numpy: no tracing even inside a jitted caller
+    variances = np.r_[[spec.sigma_w**2] * spec.d, [spec.sigma_b**2] * spec.m]
+    s = (zz * zz) @ variances + spec.sigma_u**2
     return bool(s.size == 0 or s.max() <= spec.a_range[1] ** 2 * (1.0 + 1e-9))
 
 
