@@ -216,8 +216,10 @@ class LimitConfig(_Section):
     burn_in: int = Field(200, ge=0, le=10**6, description="an integer in [0, 1e6]")
     grid: int = Field(17, ge=3, le=257, description="an integer in [3, 257]")
     n_features: int = Field(2048, ge=1, le=10**6, description="an integer in [1, 1e6]")
+    n_inducing: int = Field(256, ge=1, le=10**5, description="an integer in [1, 1e5]")
+    memory_budget_gb: float = Field(4.0, gt=0.0, description="a number > 0 (GB)")
     scheme: Literal["heun", "euler"] = "heun"
-    representation: Literal["auto", "grid", "features"] = "auto"
+    representation: Literal["auto", "grid", "features", "nystrom"] = "auto"
     seed: int = Field(0, ge=0, le=2**31 - 1, description="an integer in [0, 2^31)")
     estimate_error: bool = True
 
@@ -506,9 +508,11 @@ M = 2048             # particles of the chain (X, S, Y) that sample π_t
 chain_steps = 8      # chain steps per stage
 burn_in = 200
 grid = 17            # grid nodes per axis (grid representation)
-n_features = 2048    # random features (feature representation, d + m > 3)
+n_features = 2048    # random features (feature representation)
+n_inducing = 256     # inducing points (Nyström representation, the default for d + m > 3)
+memory_budget_gb = 4.0   # a solve with its error estimate stays under this (GB)
 scheme = "heun"      # or "euler"
-representation = "auto"  # "grid", "features" or "auto"
+representation = "auto"  # "grid", "features", "nystrom" or "auto"
 seed = 0
 estimate_error = true    # re-solve with dt/2, 2M, a finer basis, 2x chain steps: the floor
 
