@@ -4,6 +4,8 @@ Every command that computes writes one run directory (docs/results-format.md) an
 report; ``report`` re-draws a report from an existing run directory. Any
 :class:`rnnlimit.errors.RnnlimitError`, and any config parse/validation error, ends the command
 with one line ``error: <message>`` on stderr and exit code 2; what was already written stays.
+A run in which anything diverged (the limit, or a finite network) writes its report, which says
+what diverged, and then ends the same way: one line naming the cause, exit code 2.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from rnnlimit.errors import ParameterError, RnnlimitError
+from rnnlimit.errors import DivergenceError, ParameterError, RnnlimitError
 
 app = typer.Typer(
     name="rnnlimit",
@@ -132,7 +134,12 @@ def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
         _fail(f"interrupted{kept}")
 
 
-STAGES = {"limit": "limit h_t (Δt steps)", "tasks": "networks (N, seed)", "train": "training steps"}
+STAGES = {
+    "limit": "limit h_t (Δt steps)",
+    "other_limit": "other gradient's limit",
+    "tasks": "networks (N, seed)",
+    "train": "training steps",
+}
 
 
 @contextlib.contextmanager
@@ -187,14 +194,50 @@ def _set_precision(cfg: Any) -> None:
         rnnlimit.enable_float64()
 
 
+def diverged_cause(results: dict[str, Any]) -> str | None:
+    """One sentence naming what diverged in a run (``results.json``), or ``None``."""
+    parts = []
+    for key in ("limit", "other_limit"):
+        d = (results.get(key) or {}).get("diverged")
+        if d:
+            parts.append(d.get("message") or f"the {key} diverged")
+    tasks = results.get("tasks") or []
+    bad = [t for t in tasks if t.get("diverged_at") is not None]
+    if bad:
+        named = ", ".join(f"N = {t['N']} seed {t['seed']} at step {t['diverged_at']}" for t in bad)
+        what = bad[0].get("diverged_what") or "diverged"
+        parts.append(
+            f"{len(bad)} of {len(tasks)} networks diverged ({named}; first: {what}) and are "
+            "left out of the errors and the rate; lower training.alpha "
+            f"({(results.get('config') or {}).get('training', {}).get('alpha')})"
+        )
+    return "; ".join(parts) or None
+
+
 def _report(run_dir: Path) -> None:
-    """Write the report of ``run_dir`` and print its reading of the numbers."""
+    """Write the report of ``run_dir`` and print its reading of the numbers; if anything in the
+    run diverged, end instead with one line naming it (exit code 2)."""
     from rnnlimit.report import load_run, reading, write_report
 
     paths = write_report(run_dir)
-    for line in reading(load_run(run_dir)):
+    run = load_run(run_dir)
+    if cause := diverged_cause(run.results):
+        _fail(f"{cause}; the report says what diverged: {paths['report_html']}")
+    for line in reading(run):
         out.print(f"  • {line}", markup=False, highlight=False)
     out.print(f"report: {paths['report_html']}  (and {paths['report_md'].name})", markup=False)
+
+
+@contextlib.contextmanager
+def _divergence_reported(run_dir: Path) -> Iterator[None]:
+    """A limit that diverged stops the study (:class:`DivergenceError`) after ``results.json``
+    says so: write the report of what there is, then one line naming the cause."""
+    try:
+        yield
+    except DivergenceError as exc:
+        if (run_dir / "results.json").is_file():
+            _report(run_dir)  # ends with the one-line cause
+        _fail(str(exc))
 
 
 @app.command()
@@ -220,7 +263,7 @@ def demo(
         cfg = demo_config(quick=quick)
         _set_precision(cfg)
         out.print(f"demo study -> {run_dir}", markup=False)
-        with _progress(cfg) as progress:
+        with _divergence_reported(run_dir), _progress(cfg) as progress:
             run_study(cfg, run_dir, workers=_workers(None, cfg), progress=progress)
         _report(run_dir)
 
@@ -272,7 +315,7 @@ def limit(config: ConfigArg, out_dir: OutOpt = None) -> None:
     run_dir = _run_dir(out_dir, "limit")
     with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress(cfg) as progress:
+        with _divergence_reported(run_dir), _progress(cfg) as progress:
             write_limit_run(cfg, run_dir, progress=progress)
         _report(run_dir)
 
@@ -299,7 +342,7 @@ def converge(
     run_dir = _run_dir(out_dir, "converge")
     with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress(cfg) as progress:
+        with _divergence_reported(run_dir), _progress(cfg) as progress:
             run_study(
                 cfg,
                 run_dir,

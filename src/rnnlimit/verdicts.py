@@ -83,12 +83,14 @@ def rate_verdict(rate: dict[str, Any], n_widths: int, n_seeds: int) -> dict[str,
     one_seed = " with one seed per width, the seed-to-seed scatter is barely sampled;" * (
         n_seeds == 1
     )
-    if n_widths < MIN_WIDTHS or lo is None or hi is None:
+    if n_widths < MIN_WIDTHS:
         return dict(
             verdict="inconclusive",
-            reason=f"{runs}, no confidence interval from fewer than {MIN_WIDTHS} widths;"
+            reason=f"only {n_widths} widths ({runs}): a rate needs at least {MIN_WIDTHS};"
             f"{one_seed} add widths",
         )
+    if lo is None or hi is None:
+        return dict(verdict="inconclusive", reason=f"no confidence interval ({runs})")
     width = hi - lo
     if not lo <= -0.5 <= hi:
         return dict(
