@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -32,7 +33,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from rnnlimit.errors import DivergenceError, ParameterError, RnnlimitError
+from rnnlimit.errors import ContractionError, DivergenceError, ParameterError, RnnlimitError
 
 app = typer.Typer(
     name="rnnlimit",
@@ -120,6 +121,14 @@ def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
         yield
     except ParameterError as exc:
         _fail(str(exc))
+    except ContractionError as exc:  # the library's "force=True" is no config key: say what is
+        when = re.search(r"\(at t = [^)]*\)", str(exc))
+        _fail(
+            "the limit's memory map s -> psi(h_t(x, s)) is not a contraction (Lipschitz constant "
+            f"{exc.lipschitz:.4g} >= 1{' ' + when[0][1:-1] if when else ''}), so the memory law "
+            "pi_t is not well posed: lower training.alpha, or network.sigma_b (how strongly "
+            "the memory feeds back)"
+        )
     except RnnlimitError as exc:
         _fail(f"{exc}{kept}")
     except pydantic.ValidationError as exc:

@@ -254,7 +254,13 @@ def reading(run: RunData) -> list[str]:
     lip = lim.get("lipschitz_max")
     if lip is None and run.limit is not None and len(run.limit.get("lipschitz", [])):
         lip = float(np.max(run.limit["lipschitz"]))
-    if lip is not None and not lim.get("diverged"):
+    has_limit = (bool(lim) and not lim.get("diverged")) or (not lim and run.limit is not None)
+    if has_limit and (lip is None or not np.isfinite(lip)):
+        lines.append(
+            "WARNING: the Lipschitz constant of s ↦ ψ(h_t(x, s)) could not be measured (not a "
+            "number): the contraction of the memory map, and so the memory law, is unverified."
+        )
+    elif has_limit:
         verdict = "< 1: the memory map is a contraction, the memory law is well posed"
         lines.append(
             f"Max Lipschitz constant of s ↦ ψ(h_t(x, s)) over t: {lip:.3g} "
