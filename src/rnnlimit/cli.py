@@ -39,8 +39,10 @@ app = typer.Typer(
     name="rnnlimit",
     help=(
         "Wide output-feedback RNNs trained online on one ergodic stream, and their "
-        "infinite-width limit h_t (see MODEL.md). Start with `rnnlimit demo`; write your own "
-        "study with `rnnlimit config --example > my.toml` and `rnnlimit converge my.toml`."
+        "infinite-width limit h_t (see docs/model.md). Start with `rnnlimit demo`; write your "
+        "own study with `rnnlimit config --example > my.toml` and `rnnlimit converge my.toml`. "
+        "A run in which something diverged writes its report, then exits with code 2 and one "
+        "line naming the cause."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -259,7 +261,7 @@ def demo(
     """Run the built-in convergence study and write its report.
 
     Trains finite networks of several widths N on one clipped AR(1) stream with the filter
-    target Y_k = 0.6 Y_{k-1} + 0.4 sin(2 X_k) (MODEL.md §5), solves the limit h_t, and shows
+    target Y_k = 0.6 Y_{k-1} + 0.4 sin(2 X_k) (docs/model.md §5), solves the limit h_t, and shows
     the distance between them shrinking like N^(-1/2). Writes the run directory (config.toml,
     results.json, errors.csv, loss.csv, limit.npz, tasks/) plus figures/, report.md and
     report.html. The full study takes a few minutes on 2 CPU cores.
@@ -340,11 +342,13 @@ def converge(
 ) -> None:
     """Measure the convergence of the finite networks to the limit as N grows.
 
-    Solves the limit, trains every (N, seed) of CONFIG, and measures sup over t of the RMS
-    distance between g^N and h_t on the evaluation grid and at points drawn from π_t; fits the
-    rate (slope of log error vs log N, with a 95% CI) above the limit's own error floor. Writes
-    the full run directory (config.toml, results.json, errors.csv, errors_t.csv, loss.csv,
-    limit.npz, tasks/) and its report. With --resume, finished tasks are not recomputed.
+    Solves the limit of the networks' own gradient (training.gradient: truncated or rtrl; with
+    limit.both_gradients the other one too), trains every (N, seed) of CONFIG, and measures sup
+    over t of the RMS distance between g^N and h_t on the evaluation grid and at points drawn
+    from π_t; fits the rate (slope of log error vs log N, with a 95% CI and a verdict) over the
+    runs that did not diverge, next to the limit's own error floor. Writes the full run
+    directory (config.toml, results.json, errors.csv, errors_t.csv, loss.csv, limit.npz,
+    tasks/) and its report. With --resume, finished tasks are not recomputed.
     """
     from rnnlimit.compare import run_study
 
