@@ -228,3 +228,29 @@ def test_python_dash_m_rnnlimit_runs_the_cli() -> None:
         [sys.executable, "-m", "rnnlimit", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "converge" in done.stdout
+
+
+def test_alpha_900_ends_with_one_line_naming_the_divergence_and_a_report_saying_so(
+    tmp_path: Path,
+) -> None:
+    # the config allows alpha up to 1000; the limit then grows past any target's size
+    path = tmp_path / "a900.toml"
+    path.write_text(TINY.replace("T = 0.5\n", "T = 0.5\nalpha = 900.0\n"))
+    out = tmp_path / "run"
+    result = _invoke("converge", str(path), "--executor", "inline", "--out", str(out))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and result.output.strip().splitlines()[-1] == errors[0]
+    assert "limit h_t diverged" in errors[0] and "training.alpha (900)" in errors[0]
+    assert result.stdout.strip() == ""  # no reading of the numbers, no claims
+    report = (out / "report.md").read_text()
+    assert "DIVERGED" in report and "is a contraction" not in report
+    assert "Fitted rate" not in report and "error estimate (max over t" not in report
+
+
+def test_the_example_config_is_the_demo_study() -> None:
+    from rnnlimit.config import demo_config
+
+    example = runner.invoke(cli.app, ["config", "--example"]).output
+    assert "widths = [250, 1000, 4000, 16000]" in example and "seeds = [0, 1]" in example
+    assert demo_config() == ExperimentConfig().resolved()

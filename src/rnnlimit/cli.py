@@ -129,7 +129,7 @@ def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
             "the limit's memory map s -> psi(h_t(x, s)) is not a contraction (Lipschitz constant "
             f"{exc.lipschitz:.4g} >= 1{' ' + when[0][1:-1] if when else ''}), so the memory law "
             "pi_t is not well posed: lower training.alpha, or network.sigma_b (how strongly "
-            "the memory feeds back)"
+            f"the memory feeds back){kept}"
         )
     except RnnlimitError as exc:
         _fail(f"{exc}{kept}")
