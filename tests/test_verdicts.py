@@ -113,3 +113,13 @@ def test_solver_warnings_name_the_part_and_the_remedy():
 def test_each_part_has_its_own_remedy(part):
     (w,) = solver_warnings({part: 1.0}, scale=1.0, loss_T=None)
     assert f"{part} error" in w and "limit." in w
+
+
+def test_the_solvers_non_finite_check_becomes_a_divergence_naming_time_and_remedy():
+    from rnnlimit.config import validate_config
+    from rnnlimit.studylimits import limit_failure, nonfinite_limit
+
+    cfg = validate_config({"training": {"T": 1.0, "alpha": 700.0}, "limit": {"dt": 0.1}})
+    err = nonfinite_limit(cfg, "rtrl", "dt: the limit solve became non-finite by step 4")
+    assert err.step == 4 and "by t = 0.4" in str(err) and "training.alpha (700)" in str(err)
+    assert limit_failure(cfg, err) == {"step": 4, "t": 0.4, "message": str(err)}

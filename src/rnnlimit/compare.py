@@ -36,7 +36,7 @@ import rnnlimit
 from rnnlimit import rundir, sweep
 from rnnlimit.chains import sample_stream
 from rnnlimit.config import ExperimentConfig, validate_config
-from rnnlimit.errors import DivergenceError
+from rnnlimit.errors import DivergenceError, ParameterError
 from rnnlimit.kernels import ntk
 from rnnlimit.limit import LimitResult, limit_solver
 from rnnlimit.network import init_params, output_batch
@@ -47,6 +47,7 @@ from rnnlimit.rundir import versions as versions
 from rnnlimit.studylimits import (
     check_limit,
     limit_failure,
+    nonfinite_limit,
     other_limit_arrays,
     other_view,
     summarize_limit,
@@ -110,14 +111,19 @@ def run_limit(
     gradient = gradient or cfg.training.gradient
     stage = "limit" if gradient == cfg.training.gradient else "other_limit"
     solver = limit_solver(cfg.limit_problem(gradient))
-    result = solver(
-        cfg.limit_numerics(),
-        eval_grid(cfg),
-        np.union1d(record_times(cfg), l2_times(cfg)),
-        memory_times=l2_times(cfg),
-        estimate_error=cfg.limit.estimate_error,
-        progress=None if progress is None else lambda k, n: progress(stage, k, n),
-    )
+    try:
+        result = solver(
+            cfg.limit_numerics(),
+            eval_grid(cfg),
+            np.union1d(record_times(cfg), l2_times(cfg)),
+            memory_times=l2_times(cfg),
+            estimate_error=cfg.limit.estimate_error,
+            progress=None if progress is None else lambda k, n: progress(stage, k, n),
+        )
+    except ParameterError as err:  # the solver's own non-finite check: a divergence too
+        if err.parameter != "dt" or "non-finite" not in str(err):
+            raise
+        raise nonfinite_limit(cfg, gradient, str(err)) from None
     check_limit(cfg, result, gradient)
     return result
 

@@ -10,6 +10,7 @@ a finite run has run away (:data:`rnnlimit.verdicts.RUNAWAY`).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -101,10 +102,25 @@ def other_limit_arrays(
     return out
 
 
-def limit_failure(cfg: ExperimentConfig, err: DivergenceError) -> dict[str, Any]:
-    """What ``results.json`` says of a limit that diverged: the step, its time, the message."""
+def nonfinite_limit(cfg: ExperimentConfig, gradient: str, message: str) -> DivergenceError:
+    """The solver's "non-finite by step k" as a :class:`DivergenceError` naming the remedy."""
+    match = re.search(r"step (\d+)", message)
+    step = int(match[1]) if match else 0
     dt = cfg.training.T / cfg.limit_numerics().n_steps
-    return dict(step=int(err.step), t=float(err.step * dt), message=str(err))
+    err = DivergenceError(step, None, f"the {gradient} limit h_t")
+    err.args = (
+        f"the {gradient} limit h_t became non-finite by t = {step * dt:.3g}: lower "
+        f"training.alpha ({cfg.training.alpha:g}) or limit.dt ({cfg.limit.dt:g})",
+    )
+    return err
+
+
+def limit_failure(cfg: ExperimentConfig, err: DivergenceError) -> dict[str, Any]:
+    """What ``results.json`` says of a limit that diverged: the step, its time, the message
+    (``err.t`` when the error carries the time itself, else ``step`` limit time steps)."""
+    dt = cfg.training.T / cfg.limit_numerics().n_steps
+    t = getattr(err, "t", None)
+    return dict(step=int(err.step), t=float(err.step * dt if t is None else t), message=str(err))
 
 
 def other_view(lim: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
