@@ -16,6 +16,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 Arrays = dict[str, np.ndarray]
 Tasks = dict[tuple[int, int], Arrays]
@@ -136,6 +137,8 @@ def figure_error_vs_N(results: dict[str, Any]) -> Figure | None:
         label = f"limit error floor ({floor:.2g})"
         ax.axhspan(min(floor, err.min()) / 3, floor, color="C2", alpha=0.15, label=label)
     _other_limit_points(ax, results, ok, metric)
+    ax.set_xticks(Ns, [f"{int(n)}" for n in Ns])  # the widths themselves, not a crowded log scale
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("width N")
     ax.set_ylabel(f"{metric}  (max over t)")
     ax.legend(fontsize=7)

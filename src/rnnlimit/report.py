@@ -176,22 +176,35 @@ def _other_limit_lines(res: dict[str, Any], gradient: str) -> list[str]:
     tasks = [t for t in res.get("tasks", []) if t.get("diverged_at") is None]
     for metric, r in (res.get("other_rates") or {}).items():
         if r.get("slope") is not None:
-            lines.append(_rate_line(metric, r, tasks, f" (distance to the {name} limit)"))
-    widths = sorted({t["N"] for t in tasks})
-    if widths and gap is not None:
-        N = widths[-1]
-        own, to_other = (
-            _mean_error(tasks, N, "sup_rms_grid"),
-            _mean_error(tasks, N, "other_sup_rms_grid"),
-        )
-        if own is not None and to_other is not None:
-            nearer = gradient if own < to_other else name
             lines.append(
-                f"At the widest N = {N} the networks are {own:.3g} from the {gradient} limit and "
-                f"{to_other:.3g} from the {name} limit (the gap is {gap:.3g}): they are nearer "
-                f"the {nearer} limit."
+                f"Distance to the {name} limit ({metric}): error ∝ N^{r['slope']:.3f}, 95% CI "
+                f"{ci95_text(r)} ({r.get('n_points', '?')} runs); it cannot fall much below the "
+                "gap between the two limits, where it must level off."
+            )
+    widths = sorted({t["N"] for t in tasks})
+    own = _mean_error(tasks, widths[-1], "sup_rms_grid") if widths else None
+    far = _mean_error(tasks, widths[-1], "other_sup_rms_grid") if widths else None
+    if gap is not None and own is not None and far is not None:
+        head = (
+            f"At the widest N = {widths[-1]} the networks are {own:.3g} from the {gradient} "
+            f"limit and {far:.3g} from the {name} limit, the gap being {gap:.3g}: "
+        )
+        if own < gap / 2:  # then, by the triangle inequality, far ≥ gap − own > own
+            lines.append(head + f"they resolve the two limits and follow the {gradient} one.")
+        else:
+            lines.append(
+                head + "their distance to either exceeds half the gap, so these widths cannot "
+                "tell the two limits apart yet" + _width_for(res.get("rate") or {}, gap / 2) + "."
             )
     return lines
+
+
+def _width_for(rate: dict[str, Any], target: float) -> str:
+    """``"; the fitted rate reaches <target> near N ≈ …"`` (empty without a decreasing fit)."""
+    slope, c = rate.get("slope"), rate.get("intercept")
+    if slope is None or c is None or not slope < 0 or not c > 0:
+        return ""
+    return f"; the fitted rate reaches half the gap near N ≈ {(target / c) ** (1 / slope):.3g}"
 
 
 def reading(run: RunData) -> list[str]:
