@@ -265,7 +265,8 @@ class ExperimentConfig(_Section):
         if self.study.l2_times is not None:
             return self
         n = 7
-        l2 = [float(self.training.T * (i + 1) / n) for i in range(n)]
+        T = self.training.T
+        l2 = [float(min(T, T * (i + 1) / n)) for i in range(n)]  # T·n/n may round above T
         return self.model_copy(update={"study": self.study.model_copy(update={"l2_times": l2})})
 
 
