@@ -126,3 +126,17 @@ def test_rtrl_networks_are_compared_with_the_rtrl_limit(tmp_path: Path):
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["rate"]["metric"] == "sup_rms_grid"
     assert "compared with the RTRL limit" in " ".join(reading(load_run(tmp_path / "run")))
+
+
+def test_plain_init_at_beta_half_starts_both_limits_from_the_networks_own_g0(tmp_path: Path):
+    # sigma_b small: the memory map of a random g^N_0 must still be a contraction
+    data = {**STUDY, "network": {"antisymmetric": False, "sigma_b": 0.3}, "training": {"T": 0.5}}
+    data["limit"] = {**STUDY["limit"], "both_gradients": True}
+    data["study"] = {**STUDY["study"], "widths": [41]}
+    results = run_study(validate_config(data), tmp_path / "run", executor="inline")
+    task = load_npz(tmp_path / "run" / "tasks" / "N41_seed0.npz")
+    assert np.abs(task["outputs"][0]).max() > 1e-3  # g^N_0: a Gaussian-process draw, not 0
+    # both conditional limits start at the network's own g^N_0, then part from each other
+    assert task["rms_grid_t"][0] < 1e-12 and task["other_rms_grid_t"][0] < 1e-12
+    row = results["tasks"][0]
+    assert 0 < row["sup_rms_grid"] < 0.5 and 0 < row["other_sup_rms_grid"] < 0.5
