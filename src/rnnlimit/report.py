@@ -289,6 +289,11 @@ def reading(run: RunData) -> list[str]:
             )
             warnings = solver_warnings(lim["error"], scale, None)
         lines += [f"WARNING: {w}." for w in warnings]
+    elif has_limit and "error" in lim:
+        lines.append(
+            "The limit solver's own error was not estimated (limit.estimate_error = false): the "
+            "error floor, and so how close a network can be shown to get, is unknown."
+        )
     other = res.get("other_limit") or {}
     for w in other.get("warnings") or []:
         lines.append(f"WARNING ({other.get('gradient')} limit): {w}.")
