@@ -55,6 +55,7 @@ from rnnlimit.studylimits import (
 )
 from rnnlimit.studylimits import step_index as _step_index
 from rnnlimit.train import train
+from rnnlimit.verdicts import RUNAWAY
 from rnnlimit.verdicts import fit_rate as fit_rate  # re-exported (public before verdicts)
 from rnnlimit.verdicts import study_rates as _study_rates
 
@@ -394,6 +395,13 @@ def write_train_run(
     return _run(cfg, run_dir, "train", executor, scheduler, resume, workers, progress)
 
 
+def _floor(summary: dict[str, Any] | None) -> float | None:
+    """A limit's error floor ``error.total``; ``None`` if absent or no number (a refinement
+    solve that diverged gives no floor)."""
+    total = ((summary or {}).get("error") or {}).get("total")
+    return total if total is not None and 0 <= total <= RUNAWAY else None
+
+
 def _run(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -428,8 +436,7 @@ def _run(
     rates, other_rates = {}, {}
     if kind == "converge":
         summary = rundir.limit_summary(lim)
-        rates = _study_rates(tasks, METRICS, (summary.get("error") or {}).get("total"))
+        rates = _study_rates(tasks, METRICS, _floor(summary))
         if "other_h" in lim:
-            floor = ((summary.get("other") or {}).get("error") or {}).get("total")
-            other_rates = _study_rates(tasks, METRICS, floor, prefix="other_")
+            other_rates = _study_rates(tasks, METRICS, _floor(summary.get("other")), "other_")
     return rundir.write_results(cfg, run_dir, kind, lim, tasks, rates, other_rates=other_rates)

@@ -18,6 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from rnnlimit.verdicts import RUNAWAY
+
 Arrays = dict[str, np.ndarray]
 Tasks = dict[tuple[int, int], Arrays]
 
@@ -103,9 +105,11 @@ def ci95_text(rate: dict[str, Any]) -> str:
 
 
 def error_floor(results: dict[str, Any]) -> float | None:
-    """The limit solver's own error (``rate.floor``, else ``limit.error.total``)."""
+    """The limit solver's own error (``rate.floor``, else ``limit.error.total``); ``None`` when
+    there is none or it is no number (a refinement solve that diverged)."""
     rate, lim = results.get("rate") or {}, results.get("limit") or {}
-    return rate.get("floor") or (lim.get("error") or {}).get("total")
+    floor = rate.get("floor") or (lim.get("error") or {}).get("total")
+    return floor if floor is not None and 0 < floor <= RUNAWAY else None
 
 
 def figure_error_vs_N(results: dict[str, Any]) -> Figure | None:
