@@ -1,70 +1,58 @@
-"""Held-out UCR datasets for checking changes to bench_ucr.py's procedure.
+"""Design checks of the sequence estimators on the development pool (prints; writes nothing).
 
-These ship offline inside aeon (``aeon/datasets/data``) but are NOT among the five that
-bench_ucr.py reports, so a change to the procedure can be checked on them without tuning it to
-the reported test splits: OSULeaf (6 classes, 200/242 series of length 427), PickupGestureWiimoteZ
-(10 classes, 50/50 series of lengths 29–361), UnitTest (a 20/22-series, length-24 subset of
-Chinatown), ACSF1 (10 classes, 100/100 series of length 1460; slow).
+Every choice of the kernel family (:mod:`rnnlimit.seqfamily`) was made by running this script
+on ``bench_ucr.DEV`` (OSULeaf, ACSF1, ItalyPowerDemand, BasicMotions) and, for regression, on
+CardanoSentiment; the held-out pool ``bench_ucr.HELD_OUT`` and Covid3Month are for
+``bench_ucr.py``'s final run only. ``--family '{"window": 7}'`` overrides fields of
+``KernelFamily`` (JSON) to compare a variant with the defaults.
 
-Run: ``.venv/bin/python benchmarks/ucr_extra.py --seeds 3 [--datasets ...]`` (prints, writes
-nothing into the repository): the same ``ours`` and baselines as bench_ucr.py on these splits.
+Run: ``.venv/bin/python benchmarks/ucr_extra.py [--datasets ...] [--family JSON] [--rocket]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import bench_ucr
 import numpy as np
 
-from rnnlimit.datasets import as_batch
-
-EXTRA = ("OSULeaf", "PickupGestureWiimoteZ", "UnitTest", "ACSF1")
-
-
-def load_extra(name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xs, lengths, y)`` of one split of a held-out dataset, like ``load_ucr``."""
-    import aeon.datasets
-    from aeon.datasets import load_from_ts_file
-
-    path = os.path.join(os.path.dirname(aeon.datasets.__file__), "data", name)
-    x, y = load_from_ts_file(os.path.join(path, f"{name}_{split.upper()}.ts"))
-    xs, lengths = as_batch([np.asarray(s, np.float64).T for s in x])
-    return xs, lengths, np.asarray(y)
-
-
-def load_padded(name: str) -> tuple[tuple, tuple]:
-    """Like ``bench_ucr.load_padded`` for the held-out datasets (the five still work)."""
-    if name not in EXTRA:
-        return _load_padded_five(name)
-    return bench_ucr.pad_splits(load_extra(name, "train"), load_extra(name, "test"))
-
-
-_load_padded_five = bench_ucr.load_padded
-bench_ucr.load_padded = load_padded  # ours() and baseline() look it up at call time
+from rnnlimit.datasets import load_aeon
+from rnnlimit.estimators import KernelFamily, RNNKernelClassifier, RNNKernelRegressor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", nargs="*", default=list(EXTRA[:3]))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--n-theta", type=int, default=bench_ucr.N_THETA)
-    parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--datasets", nargs="*", default=[*bench_ucr.DEV, "CardanoSentiment"])
+    parser.add_argument("--family", default="{}", help="KernelFamily fields as JSON")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--rocket", action="store_true", help="also run ROCKET (slow)")
     args = parser.parse_args()
-    bench_ucr.N_THETA = args.n_theta
-    means = []
+    fields = json.loads(args.family)
+    family = KernelFamily(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    n_jobs = os.cpu_count() or 1
     for name in args.datasets:
-        runs = [bench_ucr.ours(name, seed) for seed in range(args.seeds)]
-        acc = [r["acc"] for r in runs]
-        line = f"{name}: ours {np.mean(acc):.4f} {[round(a, 4) for a in acc]}"
-        if not args.no_baselines:
-            dtw = bench_ucr.baseline(name, "dtw")["acc"]
-            rocket = [bench_ucr.baseline(name, "rocket", s)["acc"] for s in range(args.seeds)]
-            line += f" | DTW {dtw:.4f} | ROCKET {np.mean(rocket):.4f}"
-        print(line, "|", runs[0]["choice"], flush=True)
-        means.append(np.mean(acc))
-    print(f"mean ours over {args.datasets}: {np.mean(means):.4f}")
+        (xtr, ytr), (xte, yte) = load_aeon(name, "train"), load_aeon(name, "test")
+        regression = name in bench_ucr.REGRESSION or name == "CardanoSentiment"
+        cls = RNNKernelRegressor if regression else RNNKernelClassifier
+        scores, secs = [], []
+        for seed in range(args.seeds):
+            model = cls(kernel=family, random_state=seed, n_jobs=n_jobs)
+            pred, t = bench_ucr.timed(model, xtr, ytr, xte)
+            scores.append(
+                float(np.sqrt(np.mean((pred - yte.astype(float)) ** 2)))
+                if regression
+                else float(np.mean(pred == yte))
+            )
+            secs.append(t)
+        line = (f"{name}: {'rmse' if regression else 'acc'} {np.mean(scores):.4f} "
+                f"{[round(s, 4) for s in scores]} {np.mean(secs):.1f}s | "
+                f"{'+'.join(model.representations_)} α={model.alpha_:.3g} "
+                f"loo={model.loo_score_:.3f}")  # fmt: skip
+        if args.rocket and not regression:
+            line += f" | ROCKET {bench_ucr.run(name, 0, n_jobs)['rocket']:.4f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnlimit
-from rnnlimit import rundir, sweep
+from rnnlimit import forecast, rundir, sweep
 from rnnlimit.chains import sample_stream
 from rnnlimit.config import ExperimentConfig, validate_config
 from rnnlimit.errors import DivergenceError, ParameterError
@@ -173,21 +173,25 @@ def limit_arrays(
     return out
 
 
-def solve_limits(cfg: ExperimentConfig, progress: Progress = None) -> dict[str, np.ndarray]:
+def solve_limits(
+    cfg: ExperimentConfig, progress: Progress = None
+) -> tuple[dict[str, np.ndarray], LimitResult]:
     """Everything of ``limit.npz``: the limit of ``training.gradient`` and, with
-    ``limit.both_gradients``, the other gradient's (its divergence is noted, not raised)."""
+    ``limit.both_gradients``, the other gradient's (its divergence is noted, not raised); and
+    the reference limit's :class:`LimitResult`."""
     start = time.perf_counter()
-    lim = limit_arrays(cfg, run_limit(cfg, progress), time.perf_counter() - start)
+    result = run_limit(cfg, progress)
+    lim = limit_arrays(cfg, result, time.perf_counter() - start)
     if not cfg.limit.both_gradients:
-        return lim
+        return lim, result
     start = time.perf_counter()
     try:
         other = run_limit(cfg, progress, cfg.other_gradient)
     except DivergenceError as err:
         summary = json.loads(str(lim["summary_json"]))
         summary["other"] = dict(gradient=cfg.other_gradient, diverged=limit_failure(cfg, err))
-        return {**lim, "summary_json": np.asarray(json.dumps(sweep.jsonable(summary)))}
-    return {**lim, **other_limit_arrays(cfg, lim, other, time.perf_counter() - start)}
+        return {**lim, "summary_json": np.asarray(json.dumps(sweep.jsonable(summary)))}, result
+    return {**lim, **other_limit_arrays(cfg, lim, other, time.perf_counter() - start)}, result
 
 
 def _conditional(cfg: ExperimentConfig) -> bool:
@@ -326,6 +330,8 @@ def study_task(
             out.update({f"other_{k}": v for k, v in task_errors(out, other_view(lim)).items()})
         if diverged_at is not None:  # no sup over [0, T] from a run that did not reach T
             out.update({m: float("nan") for m in (*METRICS, *(f"other_{m}" for m in METRICS))})
+    if forecast.recorded(cfg):
+        out.update(forecast.network_forecast(cfg, spec, rec.params))
     out["wall_time"] = time.perf_counter() - start
     return out
 
@@ -420,11 +426,13 @@ def _run(
         lim = rundir.read_limit(run_dir) if resume else None
         if lim is None:
             try:
-                lim = solve_limits(cfg, progress)
+                lim, result = solve_limits(cfg, progress)
             except DivergenceError as err:  # nothing to compare the networks with: stop here
                 failure = dict(gradient=cfg.training.gradient, diverged=limit_failure(cfg, err))
                 rundir.write_results(cfg, run_dir, kind, None, [], {}, limit_failure=failure)
                 raise
+            if forecast.recorded(cfg):
+                lim.update(forecast.limit_forecast(cfg, result))
             rundir.write_limit(run_dir, lim)
     pairs = [] if kind == "limit" else [(N, s) for N in cfg.study.widths for s in cfg.study.seeds]
     sent = None if lim is None else _task_limit(lim)
@@ -439,4 +447,7 @@ def _run(
         rates = _study_rates(tasks, METRICS, _floor(summary))
         if "other_h" in lim:
             other_rates = _study_rates(tasks, METRICS, _floor(summary.get("other")), "other_")
-    return rundir.write_results(cfg, run_dir, kind, lim, tasks, rates, other_rates=other_rates)
+    results = rundir.write_results(cfg, run_dir, kind, lim, tasks, rates, other_rates=other_rates)
+    if forecast.recorded(cfg):
+        forecast.write_forecast(cfg, run_dir, lim, tasks)
+    return results

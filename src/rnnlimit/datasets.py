@@ -20,6 +20,14 @@ UCR_LOADERS: dict[str, str] = {
     "ArrowHead": "load_arrow_head",
     "BasicMotions": "load_basic_motions",
     "JapaneseVowels": "load_japanese_vowels",
+    "OSULeaf": "load_osuleaf",
+    "PickupGestureWiimoteZ": "load_pickup_gesture_wiimoteZ",
+    "UnitTest": "load_unit_test",
+    "ACSF1": "load_acsf1",
+}
+REGRESSION_LOADERS: dict[str, str] = {
+    "Covid3Month": "load_covid_3month",
+    "CardanoSentiment": "load_cardano_sentiment",
 }
 
 
@@ -96,13 +104,16 @@ def znormalize(xs: np.ndarray, lengths: np.ndarray, scale: float = 1.0) -> np.nd
     return z * mask * scale
 
 
-def load_ucr(name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xs, lengths, y)`` for one of ``UCR_LOADERS`` and ``split`` in ``("train", "test")``.
+def load_aeon(name: str, split: str) -> tuple[Any, np.ndarray]:
+    """``(X, y)`` in aeon's layout for one of ``UCR_LOADERS`` (classification) or
+    ``REGRESSION_LOADERS`` and ``split`` in ``("train", "test")``: ``X`` a 3-D array
+    (n_cases, n_channels, n_timepoints), or a list of 2-D arrays when lengths differ.
 
     Reads the copy that ships inside ``aeon`` (no download). ``aeon`` is the optional extra
     ``datasets``; without it this raises ``ModuleNotFoundError`` saying how to install it.
     """
-    check_choice("name", name, tuple(UCR_LOADERS))
+    loaders = UCR_LOADERS | REGRESSION_LOADERS
+    check_choice("name", name, tuple(loaders))
     check_choice("split", split, ("train", "test"))
     try:
         aeon_datasets = importlib.import_module("aeon.datasets")
@@ -111,10 +122,59 @@ def load_ucr(name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             "the UCR/UEA loader needs the optional dependency aeon: "
             "pip install 'rnnlimit[datasets]' (or pip install 'aeon>=1.0,<2')"
         ) from exc
-    x, y = getattr(aeon_datasets, UCR_LOADERS[name])(split=split)
-    seqs = [np.asarray(s, np.float64).T for s in x]  # aeon: (channels, L) per case
-    xs, lengths = as_batch(seqs)
-    return xs, lengths, np.asarray(y)
+    x, y = getattr(aeon_datasets, loaders[name])(split=split)
+    return x, np.asarray(y)
+
+
+def load_ucr(name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xs, lengths, y)`` (time-first, zero-padded) of :func:`load_aeon`'s split."""
+    x, y = load_aeon(name, split)
+    return (*as_sequences(x), y)
+
+
+def as_sequences(x: Any, n_channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Estimator input → ``(xs, lengths)`` (n, L_max, d), zero-padded after each true length.
+
+    Accepted layouts (``X`` is named in every error):
+
+    - aeon's: a 3-D array ``(n_cases, n_channels, n_timepoints)``, or a list of 2-D arrays
+      ``(n_channels, n_timepoints_i)`` (1-D arrays for one channel) when lengths differ (a
+      list of 1-D rows of one length is read as a 2-D array, as scikit-learn does);
+    - the flat encoding (:func:`flatten_padded`): a 2-D array ``(n_cases, L·n_channels)``, time
+      major, NaN after a shorter series' end. With ``n_channels=1`` it is aeon's 2-D univariate
+      layout ``(n_cases, n_timepoints)``.
+    """
+    if isinstance(x, (list, tuple)) and x and all(np.ndim(s) == 1 for s in x):
+        if len({len(s) for s in x}) == 1:  # rows of equal length: a 2-D array (scikit-learn)
+            x = np.asarray(x)
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise ParameterError("X", "must hold at least one series")
+        seqs = [np.asarray(s, np.float64) for s in x]
+        if any(s.ndim not in (1, 2) for s in seqs):
+            raise ParameterError("X", "a list must hold 2-D arrays (n_channels, n_timepoints_i)")
+        seqs = [s[None, :] if s.ndim == 1 else s for s in seqs]
+        if len({s.shape[0] for s in seqs}) > 1 or min(s.shape[1] for s in seqs) < 1:
+            raise ParameterError("X", "every series needs the same channels and >= 1 step")
+        if any(not np.isfinite(s).all() for s in seqs):
+            raise ParameterError("X", "must not hold NaN or infinite values inside a list")
+        return as_batch([s.T for s in seqs])
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise ParameterError("X", f"must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 3:
+        if arr.shape[0] < 1 or arr.shape[2] < 1:
+            raise ParameterError("X", f"needs >= 1 case and >= 1 time point, got {arr.shape}")
+        return unflatten(np.transpose(arr, (0, 2, 1)).reshape(len(arr), -1), arr.shape[1])
+    if arr.ndim == 2:
+        return unflatten(arr, n_channels)
+    raise ParameterError(
+        "X",
+        f"Reshape your data: X must be 3-D (n_cases, n_channels, n_timepoints), a list of 2-D "
+        f"arrays, or the 2-D "
+        f"flat encoding (n_cases, n_timepoints·n_channels); got an array of {arr.ndim} dims",
+    )
 
 
 def channel_stats(xs: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 from rnnlimit.activations import activation
 from rnnlimit.datasets import as_batch
 from rnnlimit.errors import DivergenceError, ParameterError, check_choice, check_int, check_range
-from rnnlimit.seqkernel import OmegaLaw, check_dtype, sample_omega
+from rnnlimit.omega import OmegaLaw, check_dtype, sample_omega
 
 Array = jax.Array
 GRADIENTS: tuple[str, ...] = ("truncated", "rtrl")

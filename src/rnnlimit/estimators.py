@@ -3,7 +3,12 @@
 ``SequenceKernel`` is a callable kernel object ``k(X, Y) -> Gram`` usable as ``SVC(kernel=k)``,
 ``KernelRidge(kernel=k)`` or inside ``GridSearchCV`` (its parameters are nested estimator
 parameters). ``SequenceKernelRidge`` and ``SequenceSVC`` wrap ``KernelRidge``/``SVC`` on the
-precomputed Gram, so the kernel is evaluated once per ``fit``/``predict``.
+precomputed Gram, so the kernel is evaluated once per ``fit``/``predict``; both take the kernel's
+parameters as one ``SequenceKernel`` object (``kernel=SequenceKernel(readout="mean")``).
+
+``RNNKernelClassifier`` and ``RNNKernelRegressor`` (:mod:`rnnlimit.seqmodels`, re-exported here)
+are the one-call estimators: dilated windows, pooled readouts, their own choice of kernel and
+ridge by leave-one-out, and aeon's input layouts. Start there (docs/sequence-kernel.md).
 
 Input encoding (what scikit-learn passes around): a 2-D array (n, L·d), row ``i`` holding
 ``X_1, ..., X_L`` time-major (``d = n_channels`` numbers per step); a shorter sequence is padded
@@ -17,7 +22,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.svm import SVC
 from sklearn.utils.multiclass import check_classification_targets
@@ -25,8 +30,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from rnnlimit.datasets import unflatten, znormalize
 from rnnlimit.errors import check_choice, check_int, check_range
+from rnnlimit.seqfamily import KernelFamily as KernelFamily  # re-exported
 from rnnlimit.seqfeatures import N_SEGMENTS
 from rnnlimit.seqkernel import PARTS, OmegaLaw, sequence_kernel
+from rnnlimit.seqmodels import RNNKernelClassifier as RNNKernelClassifier
+from rnnlimit.seqmodels import RNNKernelRegressor as RNNKernelRegressor
 
 _KERNEL_PARAMS: tuple[str, ...] = (
     "n_channels", "n_theta", "method", "sigma_w", "sigma_u", "b_max", "b_law", "tau_max",
@@ -133,10 +141,14 @@ class SequenceKernel(BaseEstimator):
 
 
 class _SequenceKernelEstimator(BaseEstimator):
-    """Shared ``fit``/``predict`` machinery: Gram on the training set, inner precomputed model."""
+    """Shared ``fit``/``predict`` machinery: Gram on the training set, inner precomputed model.
+
+    The kernel's parameters live in one :class:`SequenceKernel` (``kernel``; None for its
+    defaults), reachable as nested parameters (``kernel__readout``) in a grid search.
+    """
 
     def _kernel(self) -> SequenceKernel:
-        return SequenceKernel(**{k: getattr(self, k) for k in _KERNEL_PARAMS})
+        return SequenceKernel() if self.kernel is None else clone(self.kernel)
 
     def _validate(self, x: Any, y: Any = None, *, fit: bool = False) -> Any:
         kw: dict[str, Any] = {"ensure_all_finite": "allow-nan", "dtype": np.float64}
@@ -156,27 +168,15 @@ class _SequenceKernelEstimator(BaseEstimator):
         return self.kernel_(x, self.X_fit_)
 
 
-def _init_kernel_params(obj: Any, local: dict[str, Any]) -> None:
-    for k in _KERNEL_PARAMS:
-        setattr(obj, k, local[k])
-
-
 class SequenceKernelRidge(RegressorMixin, _SequenceKernelEstimator):
     """Kernel ridge regression on the sequence NTK: ``f = K(·, X)(K(X, X) + alpha I)^{-1} y``.
 
-    Parameters: ``alpha`` (ridge, > 0) and those of :class:`SequenceKernel`.
+    Parameters: ``alpha`` (ridge, > 0) and ``kernel`` (a :class:`SequenceKernel`).
     """
 
-    def __init__(
-        self, alpha: float = 1e-3, *, n_channels: int = 1, n_theta: int = 512,
-        method: str = "qmc", sigma_w: float = 1.0, sigma_u: float = 1.0, b_max: float = 0.8,
-        b_law: str = "uniform", tau_max: float = 100.0, activation: str = "erf",
-        readout: str = "last", n_segments: int = N_SEGMENTS, part: str = "ntk",
-        normalize: bool = False, input_scale: float = 1.0, znormalize: bool = False,
-        dtype: str | None = None, random_state: int = 0,
-    ) -> None:  # fmt: skip
+    def __init__(self, alpha: float = 1e-3, *, kernel: SequenceKernel | None = None) -> None:
         self.alpha = alpha
-        _init_kernel_params(self, locals())
+        self.kernel = kernel
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -200,20 +200,15 @@ class SequenceKernelRidge(RegressorMixin, _SequenceKernelEstimator):
 class SequenceSVC(ClassifierMixin, _SequenceKernelEstimator):
     """Support-vector classifier on the sequence NTK (``SVC(kernel="precomputed")`` inside).
 
-    Parameters: ``C`` (> 0), ``class_weight`` and those of :class:`SequenceKernel`.
+    Parameters: ``C`` (> 0), ``class_weight`` and ``kernel`` (a :class:`SequenceKernel`).
     """
 
     def __init__(
-        self, C: float = 1.0, *, class_weight: Any = None, n_channels: int = 1,
-        n_theta: int = 512, method: str = "qmc", sigma_w: float = 1.0, sigma_u: float = 1.0,
-        b_max: float = 0.8, b_law: str = "uniform", tau_max: float = 100.0,
-        activation: str = "erf", readout: str = "last", n_segments: int = N_SEGMENTS,
-        part: str = "ntk", normalize: bool = False, input_scale: float = 1.0,
-        znormalize: bool = False, dtype: str | None = None, random_state: int = 0,
-    ) -> None:  # fmt: skip
+        self, C: float = 1.0, *, class_weight: Any = None, kernel: SequenceKernel | None = None
+    ) -> None:
         self.C = C
         self.class_weight = class_weight
-        _init_kernel_params(self, locals())
+        self.kernel = kernel
 
     def fit(self, X: Any, y: Any) -> SequenceSVC:
         """Fit on encoded sequences ``X`` (n, L·d) and class labels ``y`` (n,)."""

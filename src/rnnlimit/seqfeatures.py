@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +30,7 @@ import numpy as np
 from rnnlimit import native
 from rnnlimit.activations import activation
 from rnnlimit.errors import ParameterError, check_choice, check_int
-
-if TYPE_CHECKING:  # the ω samples are drawn in seqkernel, which imports this module
-    from rnnlimit.seqkernel import Omega
+from rnnlimit.omega import Omega
 
 Array = jax.Array
 T = TypeVar("T")
