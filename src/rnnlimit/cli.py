@@ -125,11 +125,16 @@ def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
         _fail(str(exc))
     except ContractionError as exc:  # the library's "force=True" is no config key: say what is
         when = re.search(r"\(at t = [^)]*\)", str(exc))
+        remedy = (
+            "lower training.alpha, or network.sigma_b (how strongly the memory feeds back)"
+            if when
+            else "this is the initial function h_0, before any training: lower network.sigma_b "
+            "(how strongly the memory feeds back) or set network.antisymmetric = true"
+        )
         _fail(
             "the limit's memory map s -> psi(h_t(x, s)) is not a contraction (Lipschitz constant "
-            f"{exc.lipschitz:.4g} >= 1{' ' + when[0][1:-1] if when else ''}), so the memory law "
-            "pi_t is not well posed: lower training.alpha, or network.sigma_b (how strongly "
-            f"the memory feeds back){kept}"
+            f"{exc.lipschitz:.4g} >= 1{' ' + when[0][1:-1] if when else ' at t = 0'}), so the "
+            f"memory law pi_t is not well posed: {remedy}{kept}"
         )
     except RnnlimitError as exc:
         _fail(f"{exc}{kept}")
