@@ -10,8 +10,16 @@ kernel throughput (float64, 4000 × 4000 Gram).
 
 Run: ``.venv/bin/python benchmarks/bench_limit.py`` (``--quick`` for a smoke run,
 ``--train-backend jax`` for the XLA trainer, e.g. on a GPU). Appends a
-dated section to ``benchmarks/RESULTS.md``; the last printed line is
+dated section to ``benchmarks/RESULTS.md``; the section prints
 ``ratio limit_speedup_vs_N5e4 <value>``.
+
+Second section (:func:`rtrl_section`, MODEL.md §4b): the same setting with RTRL training.
+RTRL-trained networks at N = 5·10², 5·10³, 5·10⁴ (3 seeds) against both limits, the RTRL one
+(their own) and the truncated one; the fitted slopes of both distances in N (goal: −0.5 ± 0.15
+to the RTRL limit, while the distance to the truncated limit stalls near the gap between the
+limits); and the RTRL limit with its error estimate (warm, fastest of 3) against training one
+N = 5·10⁴ RTRL network to T = 3 (warm, fastest of the seeds). Its last line is
+``ratio rtrl_limit_speedup_vs_N5e4 <value>`` (goal ≥ 20). ``--section rtrl`` runs it alone.
 """
 
 from __future__ import annotations
@@ -48,7 +56,12 @@ def grid9() -> np.ndarray:
 
 
 def train_network(
-    N: int, seed: int, chain: AR1Chain, target: FilterTarget, backend: str = "auto"
+    N: int,
+    seed: int,
+    chain: AR1Chain,
+    target: FilterTarget,
+    backend: str = "auto",
+    gradient: str = "truncated",
 ) -> tuple:
     """Train one width-N network to T on its own stream; return (outputs, wall seconds)."""
     spec = NetworkSpec(N=N, d=1, m=1, beta=0.5, activation="erf", antisymmetric=True)
@@ -57,7 +70,7 @@ def train_network(
         chain, target, jax.random.PRNGKey(1000 + seed), K, burn_in=1000, dtype=jnp.float64
     )
     params = init_params(spec, jax.random.PRNGKey(seed), jnp.float64)
-    kw = dict(eval_points=grid9(), backend=backend)
+    kw = dict(eval_points=grid9(), backend=backend, gradient=gradient)
     train(spec, params, stream, n_steps=min(K, 2 * N), eval_times=[0.0], **kw)
     start = time.perf_counter()
     rec = train(spec, params, stream, eval_times=TIMES, **kw)
@@ -73,7 +86,21 @@ def main() -> None:
         choices=("auto", "native", "jax"),
         help="the trainer's backend (jax: the XLA loop, e.g. on a GPU)",
     )
+    parser.add_argument(
+        "--section",
+        default="all",
+        choices=("all", "truncated", "rtrl"),
+        help="which section to run (rtrl: RTRL networks against their own limit)",
+    )
     args = parser.parse_args()
+    if args.section in ("all", "truncated"):
+        truncated_section(args)
+    if args.section in ("all", "rtrl"):
+        rtrl_section(args)
+
+
+def truncated_section(args: argparse.Namespace) -> None:
+    """Truncated training against its limit (MODEL.md §4); see the module docstring."""
     widths = [100, 400] if args.quick else [500, 5000, 50000]
     seeds = [0] if args.quick else [0, 1]
     chain, target = AR1Chain(0.6, 1.0), FilterTarget(0.6)
@@ -144,6 +171,104 @@ def write_results(rows, slope, se, lim, limit_time, train_time, N_ref, gram, rat
         f"T=3 (warm): {train_time:.2f} s; ratio {ratio:.1f} (goal ≥ 20).",
         f"Kernel throughput: {gram.entries_per_second:.3e} entries/s ({gram.n}×{gram.n}, "
         f"{gram.dtype}, {gram.method_used}).",
+    ]
+    with RESULTS.open("a") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def max_rms(rec, lim) -> float:
+    """Max-over-t RMS distance of a training record to a limit on the same points."""
+    idx = np.searchsorted(lim.times, rec.eval_times - 1e-12)
+    return float(np.sqrt(np.mean((rec.outputs - lim.h[idx]) ** 2, axis=(1, 2))).max())
+
+
+def loglog_slope(N: np.ndarray, E: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of log E against log N and its standard error."""
+    logN, logE = np.log(N), np.log(E)
+    slope, intercept = np.polyfit(logN, logE, 1)
+    resid = logE - (slope * logN + intercept)
+    se = np.sqrt(resid @ resid / max(1, len(N) - 2) / np.sum((logN - logN.mean()) ** 2))
+    return float(slope), float(se)
+
+
+def rtrl_section(args: argparse.Namespace) -> None:
+    """RTRL training against both limits (MODEL.md §4b); see the module docstring."""
+    widths = [100, 400] if args.quick else [500, 5000, 50000]
+    seeds = [0] if args.quick else [0, 1, 2]
+    chain, target = AR1Chain(0.6, 1.0), FilterTarget(0.6)
+    solvers = {
+        g: limit_solver(LimitProblem(chain, target, KernelSpec(activation="erf"), gradient=g))
+        for g in ("rtrl", "truncated")
+    }
+    numerics = LimitNumerics(T=T)
+    truncated = solvers["truncated"](numerics, grid9(), TIMES)
+    solvers["rtrl"](numerics, grid9(), TIMES)  # compile every stage shape once
+    walls = []
+    for _ in range(3):
+        start = time.perf_counter()
+        lim = solvers["rtrl"](numerics, grid9(), TIMES)
+        walls.append(time.perf_counter() - start)
+    limit_time = min(walls)
+    gap = np.sqrt(np.mean((lim.h - truncated.h) ** 2, axis=(1, 2))).max()
+    print("rtrl limit: walls " + ", ".join(f"{w:.3f}" for w in walls) + " s")
+    print(f"rtrl limit: wall {limit_time:.3f} s with error estimate {lim.error}")
+    print(
+        f"rtrl limit: loss {lim.loss[0]:.4f} -> {lim.loss[-1]:.4f}; max-over-t RMS gap to the "
+        f"truncated limit {gap:.5f} (its error estimate {truncated.error['total']:.2e})"
+    )
+
+    rows, train_time = [], {}
+    for N in widths:
+        for seed in seeds:
+            rec, wall = train_network(N, seed, chain, target, args.train_backend, "rtrl")
+            d_rtrl, d_trunc = max_rms(rec, lim), max_rms(rec, truncated)
+            rows.append((N, seed, d_rtrl, d_trunc, float(rec.loss[0]), float(rec.loss[-1]), wall))
+            train_time[N] = min(train_time.get(N, np.inf), wall)
+            print(
+                f"N={N:>6} seed={seed}: max-over-t RMS to rtrl limit {d_rtrl:.5f}, to truncated "
+                f"limit {d_trunc:.5f}  loss {rec.loss[0]:.4f} -> {rec.loss[-1]:.4f}  "
+                f"train {wall:.2f} s",
+                flush=True,
+            )
+    Ns = np.array([r[0] for r in rows], float)
+    slopes = {
+        name: loglog_slope(Ns, np.array([r[col] for r in rows]))
+        for name, col in (("rtrl", 2), ("truncated", 3))
+    }
+    for name, (slope, se) in slopes.items():
+        print(f"fitted slope to the {name} limit {slope:.3f} ± {1.96 * se:.3f} (95%)")
+    N_ref = max(widths)
+    ratio = train_time[N_ref] / limit_time
+    write_rtrl_results(rows, slopes, lim, gap, limit_time, train_time[N_ref], N_ref, ratio, args)
+    print(f"ratio rtrl_limit_speedup_vs_N{'5e4' if N_ref == 50000 else N_ref} {ratio:.2f}")
+
+
+def write_rtrl_results(rows, slopes, lim, gap, limit_time, train_time, N_ref, ratio, args) -> None:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    command = "benchmarks/bench_limit.py --section rtrl" + (" --quick" if args.quick else "")
+    lines = [
+        f"\n## bench_limit, RTRL section — {now}\n",
+        f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()}), load average "
+        f"{load}. MODEL.md §5 setting with RTRL training, 9×9 grid of z, 31 record times.\n",
+        "| N | seed | to RTRL limit | to truncated limit | loss start | loss end | train wall s |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {N} | {s} | {a:.5f} | {b:.5f} | {l0:.4f} | {l1:.4f} | {w:.2f} |"
+            for N, s, a, b, l0, l1, w in rows
+        ],
+        "",
+        "Fitted slopes in N: "
+        + "; ".join(
+            f"to the {k} limit {v[0]:.3f} ± {1.96 * v[1]:.3f} (95%)" for k, v in slopes.items()
+        )
+        + f". Gap between the two limits (max-over-t RMS): {gap:.5f}.",
+        "RTRL limit error estimate (max-over-t RMS): "
+        + ", ".join(f"{k} {v:.2e}" for k, v in lim.error.items())
+        + ".",
+        f"RTRL limit wall time with error estimate (warm): {limit_time:.3f} s; training one "
+        f"RTRL network N={N_ref} to T=3 (warm): {train_time:.2f} s; ratio {ratio:.1f} (goal ≥ 20).",
     ]
     with RESULTS.open("a") as fh:
         fh.write("\n".join(lines) + "\n")

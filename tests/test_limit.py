@@ -226,3 +226,35 @@ def test_native_backend_where_it_cannot_run_names_the_backend() -> None:
 def test_unknown_gradient_mode_names_the_parameter() -> None:
     with pytest.raises(ParameterError, match=r"^gradient:"):
         LimitProblem(AR1Chain(), FilterTarget(), KernelSpec(), gradient="bptt")  # type: ignore[arg-type]
+
+
+def test_dt_beyond_the_stability_bound_is_refused_naming_dt_and_the_bound() -> None:
+    """α = 900 (allowed by the config) with dt = 0.05: refused before any step; at 0.9 of the
+    bound it quoted, the same problem runs and stays bounded (|h| within the targets' scale)."""
+    problem = LimitProblem(AR1Chain(0.6, 1.0), FilterTarget(0.6), KernelSpec(), alpha=900.0)
+    solver = limit_solver(problem)
+    small = dict(M=64, grid=5, chain_steps=1, burn_in=5)
+    with pytest.raises(ParameterError, match=r"^dt: must be <= ") as info:
+        solver(LimitNumerics(T=1.0, dt=0.05, **small), _eval_grid(), estimate_error=False)
+    bound = float(str(info.value).split("<= ")[1].split(" ")[0])
+    assert 0.0 < bound < 0.05
+    res = solver(
+        LimitNumerics(T=10 * bound, dt=0.9 * bound, **small), _eval_grid(), estimate_error=False
+    )
+    assert np.all(np.isfinite(res.h)) and np.abs(res.h).max() < 2.0
+
+
+def test_a_runaway_limit_stops_with_a_divergence_error_keeping_its_record(monkeypatch) -> None:
+    """Without the stability check (as before it existed) α = 900 and dt = 0.05 blow up; the
+    solver stops once |h| passes H_MAX, instead of running on to 1e151."""
+    from rnnlimit import limitsolve
+    from rnnlimit.errors import DivergenceError
+
+    monkeypatch.setattr(limitsolve, "check_stability", lambda *args: None)
+    problem = LimitProblem(AR1Chain(0.6, 1.0), FilterTarget(0.6), KernelSpec(), alpha=900.0)
+    numerics = LimitNumerics(T=1.0, dt=0.05, M=64, grid=5, chain_steps=1, burn_in=5)
+    with pytest.raises(DivergenceError, match="grew beyond") as info:
+        limit_solver(problem)(numerics, _eval_grid(), np.linspace(0, 1, 21), estimate_error=False)
+    assert 0 < info.value.step < 20
+    record = info.value.record
+    assert record["h"].shape[0] == record["times"].size >= 1 and np.all(np.isfinite(record["h"]))

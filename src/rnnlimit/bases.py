@@ -66,8 +66,9 @@ class Basis(Protocol):
     def deposit(self, phi: Any, r: Array) -> Array:
         """``Σ_p φ(Z_p) r_p``, shape ``(size, m)``."""
 
-    def add_to_trace(self, trace: Array, phi: Any) -> Array:
-        """``trace + φ(Z_p) ⊗ I_m`` for every particle: ``trace (M, size, m, m)``."""
+    def add_to_trace(self, trace: Array, phi: Any, P: Array) -> Array:
+        """``trace + φ(Z_p) ⊗ P_p`` for every particle: ``trace (M, size, m, m)``,
+        ``P (M, m, m)``."""
 
     def design(self, aux: Any, z: Array) -> Array:
         """``A_j(z)`` at any points ``z (n, d+m)``: ``(n, size)``."""
@@ -200,12 +201,10 @@ class GridBasis:
             .add(contrib.reshape(-1, r.shape[1]))
         )
 
-    def add_to_trace(self, trace: Array, phi: tuple[Array, Array]) -> Array:
+    def add_to_trace(self, trace: Array, phi: tuple[Array, Array], P: Array) -> Array:
         idx, w = phi
-        m = trace.shape[-1]
-        eye = jnp.eye(m, dtype=trace.dtype)
         rows = jnp.arange(trace.shape[0])[:, None]
-        return trace.at[rows, idx].add(w[:, :, None, None] * eye)
+        return trace.at[rows, idx].add(w[:, :, None, None] * P[:, None, :, :])
 
     def design(self, aux: GridAux, z: Array) -> Array:
         return ntk(self.kernel)._pair("both", z, aux.nodes)
@@ -292,9 +291,8 @@ class FeatureBasis:
     def deposit(self, phi: Array, r: Array) -> Array:
         return phi.T @ r
 
-    def add_to_trace(self, trace: Array, phi: Array) -> Array:
-        eye = jnp.eye(trace.shape[-1], dtype=trace.dtype)
-        return trace + phi[:, :, None, None] * eye
+    def add_to_trace(self, trace: Array, phi: Array, P: Array) -> Array:
+        return trace + phi[:, :, None, None] * P[:, None, :, :]
 
     def design(self, aux: FeatureAux, z: Array) -> Array:
         return self.features(aux.omega, z)

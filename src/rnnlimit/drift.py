@@ -103,37 +103,62 @@ def rtrl_drift(problem: Any, basis: Basis, deposit: bool = True) -> Stage:
     with ``π_t`` the stationary law of ``(X, S, Y, E)`` under ``h_t``. In the basis
     ``E_k(z) = Σ_j A_j(z) e_{k,j}`` with ``m × m`` coefficients per basis function::
 
-        e_k = φ(Z_k) ⊗ I_m + e_{k−1} · diag(ψ'(h(Z_{k−1}))) · ∂_s h(Z_k)ᵀ,
+        e_k = e_{k−1} F_k + φ(Z_k) ⊗ I_m,   F_k = diag(ψ'(h(Z_{k−1}))) ∂_s h(Z_k)ᵀ,
         dR/dt = E_{π_t}[ e_k (Y_k − h_t(Z_k)) ]
 
-    (``∂_s h`` from :meth:`Basis.slope`). The trace's second term contracts by
-    ``|ψ' ∂_s h| ≤ L < 1`` per step, so ``e`` forgets its start geometrically, like ``S``; the
-    burn-in runs it too. With ``ψ' ≡ 0`` along the path, or the memory off, ``e_k = φ(Z_k) ⊗ I``
-    and this is :func:`truncated_drift`.
+    (``∂_s h`` from :meth:`Basis.slope`). ``F_k`` contracts (``|F_k| ≤ L < 1``), so ``e``
+    forgets its start geometrically, like ``S``; the burn-in runs it too. With ``ψ' ≡ 0``
+    along the path, or the memory off, ``e_k = φ(Z_k) ⊗ I`` and this is :func:`truncated_drift`.
+
+    A stage does not form ``e_k`` at every chain step. With ``h`` frozen the path ``Z_1..Z_n``
+    does not depend on ``e``, so a forward pass records ``r_k = Y_k − h(Z_k)`` and ``F_k``, and
+    a backward pass gathers, with ``a_n = r_n``, ``a_k = r_k + F_{k+1} a_{k+1}``,
+    ``P_n = I``, ``P_{k−1} = F_k P_k``::
+
+        Σ_k e_k r_k = Σ_k φ(Z_k) a_k + e_0 F_1 a_1,    e_n = e_0 P_0 + Σ_k φ(Z_k) ⊗ P_k
+
+    (the same algebra, reordered): the dense ``e_0`` is touched once per stage, not per step.
     """
     clip, memory = problem.clip, problem.memory
 
     def stage(aux: Any, R: Array, state: SolveState, xs: Array, ys: Array) -> tuple:
         frozen = basis.freeze(aux, R)
 
-        def one(carry: tuple, xy: tuple[Array, Array]) -> tuple:
-            s, e, dpsi, rho, loss = carry
+        def forward(carry: tuple, xy: tuple[Array, Array]) -> tuple:
+            s, dpsi, loss = carry
             z = jnp.concatenate([xy[0], s], 1)
-            hz, phi = basis.read(frozen, z)
+            hz, _ = basis.read(frozen, z)
             J = basis.slope(frozen, z)  # [p, b, c] = ∂h_b/∂s_c at Z_k
-            e = basis.add_to_trace(jnp.einsum("pgac,pc,pbc->pgab", e, dpsi, J), phi)
+            F = dpsi[:, :, None] * jnp.swapaxes(J, 1, 2)  # [p, c, b] = ψ'_c ∂h_b/∂s_c
             r = xy[1] - hz
-            if deposit:
-                rho = rho + jnp.einsum("pgab,pb->ga", e, r)
             loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
             if memory:
                 s, dpsi = psi(clip, hz)
-            return (s, e, dpsi, rho, loss), None
+            return (s, dpsi, loss), (z, r, F)
 
-        init = (state.S, state.E, state.dpsi, jnp.zeros_like(R), jnp.zeros((), R.dtype))
-        (s, e, dpsi, rho, loss), _ = jax.lax.scan(one, init, (xs, ys))
+        init = (state.S, state.dpsi, jnp.zeros((), R.dtype))
+        (s, dpsi, loss), (zs, rs, Fs) = jax.lax.scan(forward, init, (xs, ys))
+        M, m = s.shape
+        eye = jnp.broadcast_to(jnp.eye(m, dtype=R.dtype), (M, m, m))
+
+        def backward(carry: tuple, zrF: tuple[Array, Array, Array]) -> tuple:
+            a, P, F_next, rho, sparse = carry
+            z, r, F = zrF
+            a = r + jnp.einsum("pcb,pb->pc", F_next, a)
+            P = jnp.einsum("pcb,pbe->pce", F_next, P)
+            _, phi = basis.read(frozen, z)
+            if deposit:
+                rho = rho + basis.deposit(phi, a)
+            return (a, P, F, rho, basis.add_to_trace(sparse, phi, P)), None
+
+        zero_a = jnp.zeros((M, m), R.dtype)
+        init = (zero_a, eye, eye, jnp.zeros_like(R), jnp.zeros_like(state.E))
+        (a, P, F, rho, sparse), _ = jax.lax.scan(backward, init, (zs, rs, Fs), reverse=True)
+        if deposit:
+            rho = rho + jnp.einsum("pgac,pc->ga", state.E, jnp.einsum("pcb,pb->pc", F, a))
+        e = jnp.einsum("pgac,pcb->pgab", state.E, jnp.einsum("pcb,pbe->pce", F, P)) + sparse
         n = xs.shape[0]
-        return SolveState(state.R, s, e, dpsi), rho / (s.shape[0] * n), loss / n
+        return SolveState(state.R, s, e, dpsi), rho / (M * n), loss / n
 
     return stage
 

@@ -18,6 +18,11 @@ with ``Δt/2`` (same random numbers), ``2M`` (new ones: sampling noise), a finer
 random numbers) and twice the chain steps per stage (the lag of the particle law behind ``π_t``,
 its sampling noise removed in quadrature), and reported. :class:`LimitSolver` plans these
 solves, runs them side by side on the available cores and estimates the error from them.
+Every solve refuses a ``Δt`` beyond the explicit schemes' stability bound ``λΔt ≤ 2`` (``λ``
+bounded by ``α sup_z A(z, z)``, :func:`rnnlimit.limitsolve.stiffness`) and stops with a
+:class:`~rnnlimit.errors.DivergenceError` once ``|h|`` runs past ``H_MAX`` (targets lie in
+``[-1, 1]^m``). RTRL traces take ``M × basis size × m²`` floats per solve, capped over the
+solves of one call by ``TRACE_BUDGET_BYTES`` (checked by the plan, before any work).
 """
 
 from __future__ import annotations
@@ -299,7 +304,11 @@ class LimitSolver:
         # (every solve has its own keys, so the results do not depend on the scheduling)
         with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(solves)))) as pool:
             jobs = {s.name: pool.submit(run, s) for s in solves}
-            results = {name: job.result() for name, job in jobs.items()}
+            failed = {name: job.exception() for name, job in jobs.items() if job.exception()}
+        for name in (None, *REFINEMENTS):  # the base solve's error first, whatever finished first
+            if name in failed:
+                raise failed[name]
+        results = {name: job.result() for name, job in jobs.items()}
         base = results.pop(None)
         base.notes.append(next(s.basis.note for s in solves if s.name is None))
         if self.problem.gradient == "rtrl":

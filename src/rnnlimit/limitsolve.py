@@ -21,11 +21,14 @@ import numpy as np
 from rnnlimit import float_dtype
 from rnnlimit.bases import H0, Basis
 from rnnlimit.drift import SolveState, initial_state, time_stepper
-from rnnlimit.errors import ContractionError, ParameterError
+from rnnlimit.errors import ContractionError, DivergenceError, ParameterError
+from rnnlimit.kernels import ntk
 from rnnlimit.limitsteps import SEGMENT_BYTES, PathCursor, native_reason, native_segment
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
+#: A limit ``|h|`` beyond this (targets lie in ``[-1, 1]^m``) has run away: DivergenceError.
+H_MAX = 1e3
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,52 @@ def _zero_h0(caches: SolveCaches, m: int) -> H0:
 
         caches.zero[m] = zero
     return caches.zero[m]
+
+
+def stiffness(problem: Any, basis: Basis, lipschitz: float) -> float:
+    """A bound on the largest rate ``λ`` of the drift's linear part, for any law ``π_t``.
+
+    Truncated: ``h ↦ α E_π[A(·, Z) h(Z)]`` has ``λ_max ≤ α E_π[A(Z, Z)] ≤ α sup_z A(z, z)``
+    (its trace), and so has the grid's ``α W K`` (``W`` the hat functions' mass matrix,
+    ``λ_max ≤ α Σ_j W_jj K_jj ≤ α max_j K_jj``); the sup is taken over the grid nodes, or for
+    features (whose ``φ·φ`` estimates ``A``) over a 3-per-axis grid. RTRL: the trace
+    ``E = A + E_{−1} F`` with ``|F| ≤ L`` adds at most a factor ``1/(1 − L)`` (L at the start).
+    """
+    k = problem.kernel
+    if basis.kind == "grid":
+        points = basis.nodes()
+    else:
+        axes = [np.linspace(-1.0, 1.0, 3)] * (k.d + k.m)
+        points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, k.d + k.m)
+    sup = float(np.max(np.asarray(ntk(k).diag(jnp.asarray(points, float_dtype())))))
+    memory = 1.0 / max(1e-12, 1.0 - lipschitz) if problem.gradient == "rtrl" else 1.0
+    return problem.alpha * sup * memory
+
+
+def check_stability(problem: Any, numerics: Any, lam: float) -> None:
+    """Refuse ``dt`` beyond the explicit schemes' stability bound ``λ Δt ≤ 2`` (Euler:
+    ``|1 − λΔt| ≤ 1``; Heun: ``|1 − λΔt + (λΔt)²/2| ≤ 1``) for the rate bound ``λ``."""
+    dt = numerics.T / numerics.n_steps
+    if lam * dt > 2.0:
+        raise ParameterError(
+            "dt",
+            f"must be <= {2.0 / lam:.4g} (got {dt:.4g}): the explicit {numerics.scheme} step is "
+            f"stable for dt·λ <= 2, and the drift's linear part has rate λ up to "
+            f"α·sup A(z, z){'/(1 − L)' if problem.gradient == 'rtrl' else ''} = {lam:.4g}; "
+            "lower dt (or alpha)",
+        )
+
+
+def _diverged(step: int, dt: float, rec_steps: np.ndarray, hs: list) -> DivergenceError:
+    """The solve ran away: ``|h|`` past ``H_MAX`` (targets lie in ``[-1, 1]^m``)."""
+    record = dict(times=rec_steps[: len(hs)] * dt, h=np.stack(hs) if hs else np.zeros((0,)))
+    err = DivergenceError(step, record, "the limit h_t")
+    err.args = (
+        f"the limit h_t grew beyond |h| = {H_MAX:g} (targets lie in [-1, 1]^m) by time step "
+        f"{step} (t = {step * dt:.4g}); the values recorded before are kept in this "
+        "exception's .record (lower alpha or dt)",
+    )
+    return err
 
 
 def _segment(problem: Any, numerics: Any, basis: Basis, aux: Any, backend: str, caches: Any):
@@ -120,7 +169,9 @@ def solve_trajectory(
     state: SolveState = initial_state(
         problem.gradient, basis, numerics.M, k.m, dtype, np if on_host else jnp
     )
-    check_contraction(lipschitz(state.R), force=request.force)
+    L0 = lipschitz(state.R)
+    check_contraction(L0, force=request.force)
+    check_stability(problem, numerics, stiffness(problem, basis, L0))
     if store is not None:
         paths: Any = store.cursor()
     else:
@@ -143,10 +194,13 @@ def solve_trajectory(
             state, seg_loss = segment(aux, state, *paths.take(n * per_step), dt_arg)
             losses.append(np.asarray(seg_loss))
             done += n
-            if not np.all(np.isfinite(np.asarray(state.R))):
-                raise ParameterError("dt", f"the limit solve became non-finite by step {done}")
+            # ½|Y − h|² with |Y| ≤ √m: a mean loss past ½(H_MAX)² means |h| ≫ any target
+            if not np.all(np.isfinite(np.asarray(state.R))) or losses[-1].max() > 0.5 * H_MAX**2:
+                raise _diverged(done, dt, rec_steps, hs)
         coeffs.append(np.array(state.R, dtype=float))
         hs.append(h0_eval + problem.alpha * design_eval @ coeffs[-1])
+        if not np.abs(hs[-1]).max() <= H_MAX:
+            raise _diverged(done, dt, rec_steps, hs[:-1])
         last = target_step == rec_steps[-1]
         lips.append(lipschitz(state.R) if request.base or last or not lips else np.nan)
         if done in mem_steps:

@@ -19,16 +19,21 @@
  * RTRL (MODEL.md §4b, rtrl != 0): every particle also carries its trace coefficients
  * e (G x m x m) and psi'(h(Z_{k-1})) (m); each chain step
  *
- *     e <- e diag(psi'_{k-1}) J^T + phi(Z_k) (x) I_m,   J[b][c] = d h_b / d s_c at Z_k,
+ *     e_k = e_{k-1} F_k + phi(Z_k) (x) I_m,   F_k[c][b] = psi'_c(h(Z_{k-1})) d h_b / d s_c (Z_k),
  *
- * with J the derivative of the multilinear interpolant in the s axes (the cell's difference
- * quotient, rnnlimit.bases.GridBasis.slope), and the deposit is e r instead of phi(Z) r.
+ * with d h / d s the derivative of the multilinear interpolant in the s axes (the cell's
+ * difference quotient, rnnlimit.bases.GridBasis.slope), and the deposit is e_k r_k instead of
+ * phi(Z_k) r_k. As in rnnlimit.drift.rtrl_drift, a stage runs each particle forward (its path
+ * does not depend on e), then backward: a_k = r_k + F_{k+1} a_{k+1}, P_{k-1} = F_k P_k, and
+ * sum_k e_k r_k = sum_k phi(Z_k) a_k + e_0 F_1 a_1,  e_n = e_0 P_0 + sum_k phi(Z_k) (x) P_k,
+ * so the dense trace is read and written once per stage, not per chain step.
  *
  * Exported: rnnlimit_pic_run(...) (see its comment). No threads: LimitSolver runs its base and
  * refinement solves side by side, one per core.
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* the particle loop and K R are MULTIVERSION: the SSE2 baseline has no floor/min/max
@@ -45,48 +50,9 @@ typedef struct {
     const double *K, *h0;
     double *hgrid;
     double *E, *dpsi; /* RTRL: traces (M x G x m x m), psi' at the last output (M x m) */
+    struct rtrl_step *steps; /* RTRL: scratch of one particle's chain steps in a stage */
     int64_t stride[PIC_MAX_D];
 } pic_t;
-
-/* e <- e diag(dpsi) J^T + phi (x) I, then rho += e r (when rho): one particle's trace step.
-   e (G x m x m), J (m x m, J[b * m + c] = d h_b / d s_c), corners idx/w, residual r (m). */
-INLINE void trace_step(const pic_t *p, double *e, const double *dpsi, const double *J,
-                       const int64_t *idx, const double *w, int corners, const double *r,
-                       double *rho, const int m) {
-    const int64_t G = p->G;
-    if (m == 1) {
-        const double fac = dpsi[0] * J[0];
-        for (int64_t g = 0; g < G; g++) e[g] = e[g] * fac;
-        for (int c = 0; c < corners; c++) e[idx[c]] += w[c];
-        if (rho)
-            for (int64_t g = 0; g < G; g++) rho[g] += e[g] * r[0];
-        return;
-    }
-    double F[PIC_MAX_M * PIC_MAX_M]; /* F[c][b] = dpsi_c J[b][c] */
-    for (int c = 0; c < m; c++)
-        for (int b = 0; b < m; b++) F[c * m + b] = dpsi[c] * J[b * m + c];
-    for (int64_t g = 0; g < G; g++) {
-        double *eg = e + g * m * m;
-        for (int a = 0; a < m; a++) {
-            double row[PIC_MAX_M];
-            for (int b = 0; b < m; b++) {
-                double acc = 0.0;
-                for (int c = 0; c < m; c++) acc += eg[a * m + c] * F[c * m + b];
-                row[b] = acc;
-            }
-            for (int b = 0; b < m; b++) eg[a * m + b] = row[b];
-        }
-    }
-    for (int c = 0; c < corners; c++)
-        for (int a = 0; a < m; a++) e[idx[c] * m * m + a * m + a] += w[c];
-    if (rho)
-        for (int64_t g = 0; g < G; g++)
-            for (int a = 0; a < m; a++) {
-                double acc = 0.0;
-                for (int b = 0; b < m; b++) acc += e[g * m * m + a * m + b] * r[b];
-                rho[g * m + a] += acc;
-            }
-}
 
 /* hgrid = h0 + alpha * K R   (G x m) */
 MULTIVERSION static void node_values(const pic_t *p, const double *R) {
@@ -156,41 +122,11 @@ INLINE double stage_dm(const pic_t *p, const double *xs, const double *ys, doubl
                 r[j] = y[q * m + j] - acc;
                 loss += 0.5 * r[j] * r[j];
             }
-            if (p->rtrl) {
-                /* J[b][c]: the hat weights differentiated in s axis c (factor +-1/dz) */
-                double J[PIC_MAX_M * PIC_MAX_M];
-                for (int c = 0; c < m; c++) {
-                    double dw[1 << PIC_MAX_D];
-                    for (int cc = 0; cc < corners; cc++) {
-                        double wc = 1.0;
-                        for (int a = 0; a < D; a++) {
-                            const int bit = (cc >> (D - 1 - a)) & 1;
-                            if (a == d + c)
-                                wc *= bit ? half : -half;
-                            else
-                                wc *= bit ? f[a] : 1.0 - f[a];
-                        }
-                        dw[cc] = wc;
-                    }
-                    for (int b = 0; b < m; b++) {
-                        double acc = 0.0;
-                        for (int cc = 0; cc < corners; cc++) acc += dw[cc] * hgrid[idx[cc] * m + b];
-                        J[b * m + c] = acc;
-                    }
-                }
-                trace_step(p, p->E + q * p->G * m * m, p->dpsi + q * m, J, idx, w, corners, r,
-                           rho, m);
-            } else if (rho) {
+            if (rho)
                 for (int j = 0; j < m; j++)
                     for (int c = 0; c < corners; c++) rho[idx[c] * m + j] += w[c] * r[j];
-            }
             if (p->memory)
-                for (int j = 0; j < m; j++) {
-                    const double t = psi_clip(p->clip, hz[j]);
-                    s[q * m + j] = t;
-                    if (p->rtrl)
-                        p->dpsi[q * m + j] = p->clip == CLIP_HARD ? (fabs(hz[j]) < 1.0) : 1.0 - t * t;
-                }
+                for (int j = 0; j < m; j++) s[q * m + j] = psi_clip(p->clip, hz[j]);
         }
     }
     const double norm = 1.0 / ((double)M * (double)cs);
@@ -199,8 +135,169 @@ INLINE double stage_dm(const pic_t *p, const double *xs, const double *ys, doubl
     return loss * norm;
 }
 
+/* Per chain step of one particle, recorded by the forward pass of an RTRL stage. */
+typedef struct rtrl_step {
+    int64_t idx[1 << PIC_MAX_D];
+    double w[1 << PIC_MAX_D];
+    double r[PIC_MAX_M];
+    double F[PIC_MAX_M * PIC_MAX_M]; /* F[c * m + b] = psi'_c(previous output) dh_b/ds_c */
+    double P[PIC_MAX_M * PIC_MAX_M]; /* P_k = F_{k+1} ... F_n (backward pass) */
+} rtrl_step_t;
+
+/* out = A B for m x m row-major matrices (out may not alias) */
+INLINE void matmul_m(double *out, const double *A, const double *B, const int m) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < m; j++) {
+            double acc = 0.0;
+            for (int c = 0; c < m; c++) acc += A[i * m + c] * B[c * m + j];
+            out[i * m + j] = acc;
+        }
+}
+
+/* The RTRL stage (see the header): cs chain steps with hgrid frozen, particle by particle;
+   rho as in stage_dm (NULL: the burn-in), traces E and psi' updated. */
+INLINE double rtrl_stage_dm(const pic_t *p, const double *xs, const double *ys, double *s,
+                            int64_t cs, double *rho, const int d, const int m) {
+    rtrl_step_t *steps = p->steps;
+    const int D = d + m, mm = m * m;
+    const int64_t M = p->M, G = p->G;
+    const int n = p->n;
+    const int corners = 1 << D;
+    const double half = 0.5 * (n - 1), top = n - 2;
+    const double *hgrid = p->hgrid;
+    double loss = 0.0;
+    if (rho) memset(rho, 0, sizeof(double) * (size_t)(G * m));
+    for (int64_t q = 0; q < M; q++) {
+        double *sq = s + q * m, *dq = p->dpsi + q * m, *e = p->E + q * G * mm;
+        for (int64_t k = 0; k < cs; k++) { /* forward: the path, r_k and F_k */
+            rtrl_step_t *st = steps + k;
+            double f[PIC_MAX_D];
+            int64_t base = 0;
+            for (int a = 0; a < D; a++) {
+                double z = a < d ? xs[(k * M + q) * d + a] : sq[a - d];
+                z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
+                const double u = (z + 1.0) * half;
+                double i0 = (double)(int64_t)u;
+                i0 = i0 > top ? top : i0;
+                f[a] = u - i0;
+                base += (int64_t)i0 * p->stride[a];
+            }
+            double dw[PIC_MAX_M][1 << PIC_MAX_D]; /* hat weights differentiated in s axis c */
+            for (int c = 0; c < corners; c++) {
+                int64_t off = base;
+                double wc = 1.0;
+                for (int a = 0; a < D; a++) {
+                    const int bit = (c >> (D - 1 - a)) & 1;
+                    off += bit * p->stride[a];
+                    wc *= bit ? f[a] : 1.0 - f[a];
+                }
+                st->idx[c] = off;
+                st->w[c] = wc;
+                for (int sc = 0; sc < m; sc++) {
+                    double dc = 1.0;
+                    for (int a = 0; a < D; a++) {
+                        const int bit = (c >> (D - 1 - a)) & 1;
+                        if (a == d + sc)
+                            dc *= bit ? half : -half;
+                        else
+                            dc *= bit ? f[a] : 1.0 - f[a];
+                    }
+                    dw[sc][c] = dc;
+                }
+            }
+            double hz[PIC_MAX_M];
+            for (int b = 0; b < m; b++) {
+                double acc = 0.0;
+                for (int c = 0; c < corners; c++) acc += st->w[c] * hgrid[st->idx[c] * m + b];
+                hz[b] = acc;
+                st->r[b] = ys[(k * M + q) * m + b] - acc;
+                loss += 0.5 * st->r[b] * st->r[b];
+                for (int sc = 0; sc < m; sc++) {
+                    double slope = 0.0;
+                    for (int c = 0; c < corners; c++) slope += dw[sc][c] * hgrid[st->idx[c] * m + b];
+                    st->F[sc * m + b] = dq[sc] * slope;
+                }
+            }
+            if (p->memory)
+                for (int b = 0; b < m; b++) {
+                    const double t = psi_clip(p->clip, hz[b]);
+                    sq[b] = t;
+                    dq[b] = p->clip == CLIP_HARD ? (fabs(hz[b]) < 1.0) : 1.0 - t * t;
+                }
+        }
+        /* backward: a_k = r_k + F_{k+1} a_{k+1}, P_k = F_{k+1} P_{k+1}; deposits phi_k a_k */
+        double a[PIC_MAX_M] = {0.0}, Fa[PIC_MAX_M], P0[PIC_MAX_M * PIC_MAX_M];
+        for (int64_t k = cs - 1; k >= 0; k--) {
+            rtrl_step_t *st = steps + k;
+            if (k == cs - 1) {
+                for (int b = 0; b < m; b++) a[b] = st->r[b];
+                for (int i = 0; i < mm; i++) st->P[i] = (i % (m + 1)) == 0;
+            } else {
+                const rtrl_step_t *nx = steps + k + 1;
+                for (int c = 0; c < m; c++) {
+                    double acc = 0.0;
+                    for (int b = 0; b < m; b++) acc += nx->F[c * m + b] * a[b];
+                    Fa[c] = acc;
+                }
+                for (int c = 0; c < m; c++) a[c] = st->r[c] + Fa[c];
+                matmul_m(st->P, nx->F, nx->P, m);
+            }
+            if (rho)
+                for (int b = 0; b < m; b++)
+                    for (int c = 0; c < corners; c++) rho[st->idx[c] * m + b] += st->w[c] * a[b];
+        }
+        matmul_m(P0, steps[0].F, steps[0].P, m);
+        /* dense: rho += e_0 F_1 a_1, e <- e_0 P_0; then the sparse phi_k (x) P_k */
+        for (int c = 0; c < m; c++) {
+            double acc = 0.0;
+            for (int b = 0; b < m; b++) acc += steps[0].F[c * m + b] * a[b];
+            Fa[c] = acc;
+        }
+        if (m == 1) { /* one pass over e */
+            const double v = Fa[0], pz = P0[0];
+            if (rho) {
+#pragma omp simd
+                for (int64_t g = 0; g < G; g++) {
+                    const double eg = e[g];
+                    rho[g] += eg * v;
+                    e[g] = eg * pz;
+                }
+            } else {
+#pragma omp simd
+                for (int64_t g = 0; g < G; g++) e[g] *= pz;
+            }
+        } else {
+            for (int64_t g = 0; g < G; g++) {
+                double *eg = e + g * mm, row[PIC_MAX_M * PIC_MAX_M];
+                if (rho)
+                    for (int i = 0; i < m; i++) {
+                        double acc = 0.0;
+                        for (int c = 0; c < m; c++) acc += eg[i * m + c] * Fa[c];
+                        rho[g * m + i] += acc;
+                    }
+                matmul_m(row, eg, P0, m);
+                memcpy(eg, row, sizeof(double) * (size_t)mm);
+            }
+        }
+        for (int64_t k = 0; k < cs; k++) {
+            const rtrl_step_t *st = steps + k;
+            for (int c = 0; c < corners; c++)
+                for (int i = 0; i < mm; i++) e[st->idx[c] * mm + i] += st->w[c] * st->P[i];
+        }
+    }
+    const double norm = 1.0 / ((double)M * (double)cs);
+    if (rho)
+        for (int64_t i = 0; i < G * m; i++) rho[i] *= norm;
+    return loss * norm;
+}
+
 MULTIVERSION static double stage(const pic_t *p, const double *xs, const double *ys, double *s,
                                 int64_t cs, double *rho) {
+    if (p->rtrl) {
+        if (p->d == 1 && p->m == 1) return rtrl_stage_dm(p, xs, ys, s, cs, rho, 1, 1);
+        if (p->d == 2 && p->m == 1) return rtrl_stage_dm(p, xs, ys, s, cs, rho, 2, 1);
+        return rtrl_stage_dm(p, xs, ys, s, cs, rho, 1, 2);
+    }
     if (p->d == 1 && p->m == 1) return stage_dm(p, xs, ys, s, cs, rho, 1, 1);
     if (p->d == 2 && p->m == 1) return stage_dm(p, xs, ys, s, cs, rho, 2, 1);
     return stage_dm(p, xs, ys, s, cs, rho, 1, 2); /* d + m <= 3, m <= 2 */
@@ -214,7 +311,7 @@ MULTIVERSION static double stage(const pic_t *p, const double *xs, const double 
  *   losses (n_steps): the first stage's mean loss of each time step
  *   work: 3 G m doubles of scratch
  *   rtrl != 0: E (M x G x m x m) and dpsi (M x m), the particles' traces, updated (else NULL)
- * Returns 0, or -1 when the arguments are outside what this kernel handles.
+ * Returns 0, -1 when the arguments are outside what this kernel handles, -2 out of memory.
  */
 EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t n_steps, int heun,
                             double alpha, double dt, int memory, int clip, const double *K,
@@ -227,7 +324,7 @@ EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t 
         return -1;
     pic_t p;
     p.n = n, p.D = D, p.d = d, p.m = m, p.M = M, p.memory = memory, p.clip = clip;
-    p.rtrl = rtrl, p.E = E, p.dpsi = dpsi;
+    p.rtrl = rtrl, p.E = E, p.dpsi = dpsi, p.steps = NULL;
     p.alpha = alpha, p.K = K, p.h0 = h0;
     p.G = 1;
     for (int a = 0; a < D; a++) p.G *= n;
@@ -236,12 +333,17 @@ EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t 
         for (int b = a + 1; b < D; b++) st *= n;
         p.stride[a] = st;
     }
+    if (rtrl) { /* one particle's chain steps in a stage */
+        p.steps = malloc(sizeof(rtrl_step_t) * (size_t)cs);
+        if (!p.steps) return -2;
+    }
     const int64_t Gm = p.G * m;
     p.hgrid = work;
     double *rho1 = work + Gm, *rho2 = work + 2 * Gm;
     if (n_steps == 0) {
         node_values(&p, R);
         stage(&p, xs, ys, s, cs, NULL);
+        free(p.steps);
         return 0;
     }
     const int64_t chunk = cs * M;
@@ -259,6 +361,7 @@ EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t 
             for (int64_t i = 0; i < Gm; i++) R[i] += dt * rho1[i];
         }
     }
+    free(p.steps);
     return 0;
 }
 
