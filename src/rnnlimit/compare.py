@@ -121,10 +121,14 @@ def run_limit(
             estimate_error=cfg.limit.estimate_error,
             progress=None if progress is None else lambda k, n: progress(stage, k, n),
         )
-    except ParameterError as err:  # the solver's own non-finite check: a divergence too
-        if err.parameter != "dt" or "non-finite" not in str(err):
+    except ParameterError as err:
+        if err.parameter == "dt" and "non-finite" in str(err):  # the solver's own check
+            raise nonfinite_limit(cfg, gradient, str(err)) from None
+        if err.parameter != "dt":
             raise
-        raise nonfinite_limit(cfg, gradient, str(err)) from None
+        # the stability bound on dt: name the config keys
+        msg = str(err).split(": ", 1)[-1].replace("(or alpha)", "(or training.alpha)")
+        raise ParameterError("limit.dt", msg) from None
     check_limit(cfg, result, gradient)
     return result
 

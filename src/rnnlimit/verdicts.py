@@ -27,8 +27,9 @@ from scipy import stats
 from rnnlimit.errors import ParameterError
 
 #: Size beyond which an output, ``h_t`` or an error counts as runaway growth (targets are in
-#: [-1, 1]^m: ten thousand times their bound is no plausible prediction).
-RUNAWAY = 1e4
+#: [-1, 1]^m: a thousand times their bound is no plausible prediction). The limit solver stops
+#: at the same size (``rnnlimit.limitsolve.H_MAX``).
+RUNAWAY = 1e3
 #: Widest 95% CI of a slope that still supports a verdict: wider, and it cannot tell −1/2 from
 #: −1/4 or −3/4.
 MAX_CI_WIDTH = 0.5
