@@ -221,3 +221,8 @@ def test_native_backend_where_it_cannot_run_names_the_backend() -> None:
         limit_solver(problem, "native")(numerics, _eval_grid(), estimate_error=False)
     with pytest.raises(ParameterError, match="backend"):
         limit_solver(problem, "gpu")
+
+
+def test_unknown_gradient_mode_names_the_parameter() -> None:
+    with pytest.raises(ParameterError, match=r"^gradient:"):
+        LimitProblem(AR1Chain(), FilterTarget(), KernelSpec(), gradient="bptt")  # type: ignore[arg-type]

@@ -311,13 +311,21 @@ def sample_stream(
     return Stream(x[burn_in:].astype(dt), y[burn_in:].astype(dt))
 
 
+def _target_step(target: Any, r: Array, x: Array, state: Any) -> tuple[Array, Array]:
+    """``Y_k`` from the target state and ``X_k``; a target that reads the chain's own state (a
+    recording's ``y_J`` at the index ``J``, :mod:`rnnlimit.recorded`) is given that state."""
+    if getattr(target, "reads_chain_state", False):
+        return target.step_state(r, state)
+    return target.step(r, x)
+
+
 def _run_stream(
     chain: Chain, target: Target, state0: Array, r0: Array, key: Array, n: int
 ) -> tuple[Array, Array]:
     def body(carry: tuple[Array, Array], k: Array) -> tuple[tuple[Array, Array], tuple]:
         state, r = carry
         x = chain.observe(state).astype(r.dtype)
-        r, y = target.step(r, x)
+        r, y = _target_step(target, r, x, state)
         return (chain.step(k, state), r), (x, y)
 
     keys = jax.random.split(key, n)
@@ -356,7 +364,7 @@ def _observe(chain: Chain, target: Target, particles: Particles) -> tuple[Array,
 
     def one(state: Any, r: Array) -> tuple[Array, Array, Array]:
         x = chain.observe(state).astype(r.dtype)
-        r, y = target.step(r, x)
+        r, y = _target_step(target, r, x, state)
         return r, x, y
 
     return jax.vmap(one)(particles.state, particles.r)

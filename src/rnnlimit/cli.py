@@ -189,10 +189,10 @@ def _set_precision(cfg: Any) -> None:
 
 def _report(run_dir: Path) -> None:
     """Write the report of ``run_dir`` and print its reading of the numbers."""
-    from rnnlimit.report import load_run, reading, write_report
+    from rnnlimit.report import load_run, reading, recorded_reading, write_report
 
     paths = write_report(run_dir)
-    for line in reading(load_run(run_dir)):
+    for line in reading(load_run(run_dir)) + recorded_reading(run_dir):
         out.print(f"  • {line}", markup=False, highlight=False)
     out.print(f"report: {paths['report_html']}  (and {paths['report_md'].name})", markup=False)
 
@@ -203,6 +203,13 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="A smaller study that runs in seconds (smoke test).")
     ] = False,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the study on a built-in real recorded series instead (seattle-temps: "
+            "8759 hourly temperatures); the report adds forecasts and data diagnostics."
+        ),
+    ] = None,
 ) -> None:
     """Run the built-in convergence study and write its report.
 
@@ -210,14 +217,16 @@ def demo(
     target Y_k = 0.6 Y_{k-1} + 0.4 sin(2 X_k) (MODEL.md §5), solves the limit h_t, and shows
     the distance between them shrinking like N^(-1/2). Writes the run directory (config.toml,
     results.json, errors.csv, loss.csv, limit.npz, tasks/) plus figures/, report.md and
-    report.html. The full study takes a few minutes on 2 CPU cores.
+    report.html. The full study takes a few minutes on 2 CPU cores. With --data NAME the
+    stream is a real recorded series shipped with the package (docs/recorded-data.md) and the
+    run also writes forecast.json and forecast.npz: forecasts on its held-out tail.
     """
     from rnnlimit.compare import run_study
-    from rnnlimit.config import demo_config
+    from rnnlimit.config import demo_config, recorded_demo_config
 
     run_dir = _run_dir(out_dir, "demo")
     with _errors_as_one_line(run_dir):
-        cfg = demo_config(quick=quick)
+        cfg = demo_config(quick) if data is None else recorded_demo_config(data, quick)
         _set_precision(cfg)
         out.print(f"demo study -> {run_dir}", markup=False)
         with _progress(cfg) as progress:

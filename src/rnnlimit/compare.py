@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 import rnnlimit
-from rnnlimit import rundir, sweep
+from rnnlimit import forecast, rundir, sweep
 from rnnlimit.chains import sample_stream
 from rnnlimit.config import ExperimentConfig, validate_config
 from rnnlimit.errors import DivergenceError, ParameterError
@@ -263,6 +263,8 @@ def study_task(
         for i in range(len(l2)):
             out[f"outputs_pi_{i}"] = g_l2[i, offsets[i] : offsets[i + 1]]
         out.update(task_errors(out, lim))
+    if forecast.recorded(cfg):
+        out.update(forecast.network_forecast(cfg, spec, rec.params))
     out["wall_time"] = time.perf_counter() - start
     return out
 
@@ -392,6 +394,8 @@ def _run(
             start = time.perf_counter()
             result = run_limit(cfg, progress)
             lim = limit_arrays(cfg, result, time.perf_counter() - start)
+            if forecast.recorded(cfg):
+                lim.update(forecast.limit_forecast(cfg, result))
             rundir.write_limit(run_dir, lim)
     pairs = [] if kind == "limit" else [(N, s) for N in cfg.study.widths for s in cfg.study.seeds]
     sent = None if lim is None else _task_limit(lim)
@@ -403,4 +407,7 @@ def _run(
     rates = {}
     if kind == "converge":
         rates = study_rates(tasks, rundir.limit_summary(lim).get("error", {}).get("total"))
-    return rundir.write_results(cfg, run_dir, kind, lim, tasks, rates)
+    results = rundir.write_results(cfg, run_dir, kind, lim, tasks, rates)
+    if forecast.recorded(cfg):
+        forecast.write_forecast(cfg, run_dir, lim, tasks)
+    return results

@@ -14,13 +14,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import jax.numpy as jnp
 import numpy as np
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rnnlimit import recorded, recording_io
 from rnnlimit.chains import AR1Chain, Chain, FilterTarget, FiniteChain, LagTarget, Target
 from rnnlimit.errors import ParameterError
 from rnnlimit.kernels import KernelSpec
@@ -35,6 +36,8 @@ TARGET_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "identity": lambda x: x,
     "square": lambda x: x * x,
 }
+#: Largest node Gram matrix of a grid representation that a config may ask for (bytes).
+GRAM_BYTES = 2 << 30
 TargetFunction = Literal["sin2", "sin", "cos", "tanh", "identity", "square"]
 
 
@@ -50,11 +53,53 @@ class _Section(BaseModel):
         return ParameterError(name, str(err).split(": ", 1)[-1])
 
 
+class RecordingConfig(_Section):
+    """A recorded series as the stream (:mod:`rnnlimit.recorded`): file, columns, lags, target,
+    horizon, training span and scaling. ``d = len(columns)·len(lags)``, ``m = 1``."""
+
+    key: ClassVar[str] = "stream.recording"
+    path: str = Field(description="a CSV or .npy file (relative: to the config file)")
+    columns: list[str | int] = Field(
+        min_length=1, max_length=16, description="input columns: header names or 0-based indices"
+    )
+    lags: list[int] = Field([0], min_length=1, max_length=16, description="distinct lags >= 0")
+    target: str | int | None = Field(None, description="target column (default: columns[0])")
+    horizon: int = Field(1, ge=0, le=10**6, description="an integer in [0, 1e6]")
+    train_span: list[int] | None = Field(
+        None, min_length=2, max_length=2, description="[start, stop) rows (default: first 80%)"
+    )
+    scaling: Literal["minmax", "quantile", "none"] = "minmax"
+    quantile: float = Field(0.01, gt=0.0, lt=0.5, description="a number in (0, 0.5)")
+    delimiter: str | None = Field(None, description="CSV delimiter (default: sniffed)")
+
+    @model_validator(mode="after")
+    def _readable(self) -> RecordingConfig:
+        self.build()
+        return self
+
+    def build(self) -> recorded.RecordedSeries:
+        """The stream of the recording (read once per file version)."""
+        if len(set(self.columns)) != len(self.columns):
+            raise ParameterError("stream.recording.columns", "must name distinct columns")
+        extra = [] if self.target is None else [self.target]
+        wanted = list(dict.fromkeys([*self.columns, *extra]))
+        try:
+            table = recording_io.load_table(self.path, wanted, self.delimiter)
+            # the table holds the wanted columns, in order, under their names
+            target = None if self.target is None else table.names[wanted.index(self.target)]
+            return recorded.recorded_series(
+                table, list(table.names[: len(self.columns)]), self.lags, target, self.horizon,
+                self.train_span, self.scaling, self.quantile,
+            )  # fmt: skip
+        except ParameterError as err:
+            raise self._rekey(err) from None
+
+
 class StreamConfig(_Section):
-    """Inputs ``X_k`` (a clipped AR(1)/VAR(1) or a finite chain) and targets ``Y_k``."""
+    """Inputs ``X_k`` (clipped AR(1)/VAR(1), finite chain or recording) and targets ``Y_k``."""
 
     key: ClassVar[str] = "stream"
-    chain: Literal["ar1", "var1", "finite"] = "ar1"
+    chain: Literal["ar1", "var1", "finite", "recorded"] = "ar1"
     d: int = Field(1, ge=1, le=16, description="an integer in [1, 16]")
     rho: float | list[list[float]] = Field(0.6, description="ar1: ρ in (-1, 1); var1: d×d matrix")
     noise: float = Field(1.0, ge=0.0, description="a number >= 0")
@@ -68,9 +113,32 @@ class StreamConfig(_Section):
     lag: int = Field(1, ge=1, le=1000, description="an integer in [1, 1000]")
     m: int = Field(1, ge=1, le=16, description="an integer in [1, d]")
     burn_in: int = Field(200, ge=0, le=10**7, description="an integer in [0, 1e7]")
+    recording: RecordingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_dims(cls, data: Any) -> Any:
+        """A recording fixes ``d = len(columns)·len(lags)`` and ``m = 1``: fill them in."""
+        rec = data.get("recording") if isinstance(data, dict) else None
+        if data.get("chain") == "recorded" and isinstance(rec, dict):
+            cols, lags = rec.get("columns"), rec.get("lags", [0])
+            if isinstance(cols, list) and isinstance(lags, list):
+                data = {"d": len(cols) * len(lags), "m": 1, **data}
+        return data
 
     @model_validator(mode="after")
     def _buildable(self) -> StreamConfig:
+        if (self.chain == "recorded") != (self.recording is not None):
+            raise ParameterError(
+                "stream.recording", "must be given exactly when stream.chain = 'recorded'"
+            )
+        if self.recording is not None:
+            want = len(self.recording.columns) * len(self.recording.lags)
+            if (self.d, self.m) != (want, 1):
+                raise ParameterError(
+                    "stream.d", f"must be len(columns)·len(lags) = {want} with m = 1 for a "
+                    f"recording (or left out), got d = {self.d}, m = {self.m}",
+                )  # fmt: skip
         if self.m > self.d:
             raise ParameterError("stream.m", f"must be an integer in [1, d={self.d}], got {self.m}")
         if self.chain == "ar1" and not isinstance(self.rho, float):
@@ -95,13 +163,17 @@ class StreamConfig(_Section):
 
     def build_chain(self) -> Chain:
         """The input chain of MODEL.md §1."""
+        if self.recording is not None:
+            return self.recording.build().chain
         if self.chain == "finite":
             return FiniteChain(np.asarray(self.P, float), np.asarray(self.values, float))
         rho = np.asarray(self.rho, float) if self.chain == "var1" else self.rho
         return AR1Chain(rho=rho, noise=self.noise, d=self.d)
 
     def build_target(self) -> Target:
-        """``Y_k = a·Y_{k-1} + (1-a)·f(X_k)`` (filter), ``f(X_k)`` or ``X_{k-lag}``."""
+        """``Y_k = a·Y_{k-1} + (1-a)·f(X_k)`` (filter), ``f(X_k)``, ``X_{k-lag}`` or recorded."""
+        if self.recording is not None:
+            return self.recording.build().target
         if self.target == "lag":
             return LagTarget(lag=self.lag, m=self.m, d=self.d)
         fn, m = TARGET_FUNCTIONS[self.f], self.m
@@ -200,6 +272,7 @@ class ExperimentConfig(_Section):
                 raise ParameterError(
                     f"study.widths[{i}]", f"must be even with network.antisymmetric, got {N}"
                 )
+        self._check_grid_memory()
         try:
             self.limit_problem()
             self.limit_numerics()
@@ -208,6 +281,25 @@ class ExperimentConfig(_Section):
             name = name if "." in name else f"limit.{name}"
             raise ParameterError(name, str(err).split(": ", 1)[-1]) from None
         return self
+
+    def _check_grid_memory(self) -> None:
+        """Refuse a grid whose node Gram (``(grid^(d+m))²`` floats; the error estimate's finer
+        grid has ``2·grid − 1`` nodes per axis) would not fit in :data:`GRAM_BYTES`."""
+        lim, dim = self.limit, self.stream.d + self.stream.m
+        if lim.representation == "features" or (lim.representation == "auto" and dim > 3):
+            return
+        per_axis = 2 * lim.grid - 1 if lim.estimate_error else lim.grid
+        need = 8 * per_axis ** (2 * dim)
+        if need > GRAM_BYTES:
+            k = 2 if lim.estimate_error else 1
+            ok = [g for g in range(3, lim.grid) if 8 * (k * g - k + 1) ** (2 * dim) <= GRAM_BYTES]
+            finer = " (the error estimate re-solves on 2·grid − 1 nodes per axis)"
+            hint = f"limit.grid <= {max(ok)} for d + m = {dim}, or " if ok else ""
+            raise ParameterError(
+                "limit.grid", f"a grid of {per_axis}^{dim} nodes"
+                f"{finer if lim.estimate_error else ''} needs a {need / 2**30:.1f} GiB Gram "
+                f"matrix: use {hint}limit.representation = 'features'",
+            )  # fmt: skip
 
     # -- builders -----------------------------------------------------------------------------
 
@@ -262,6 +354,7 @@ def _describe(loc: tuple) -> tuple[str, str]:
             info = model.model_fields[tok]
             path += f".{tok}" if path else tok
             ann = info.annotation
+            ann = next((a for a in get_args(ann) if a is not type(None)), ann)  # X | None -> X
             model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return path or "config", (info.description or "") if info is not None else ""
 
@@ -309,7 +402,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ParameterError("config", f"cannot read {p}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ParameterError("config", f"{p} is not valid TOML: {exc}") from None
-    return validate_config(data)
+    return validate_config(_paths_relative_to(data, p.parent))
+
+
+def _paths_relative_to(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``stream.recording.path`` made absolute against the config file's folder."""
+    rec = data.get("stream", {}).get("recording") if isinstance(data.get("stream"), dict) else None
+    if isinstance(rec, dict) and isinstance(rec.get("path"), str):
+        if not Path(rec["path"]).expanduser().is_absolute():
+            rec["path"] = str((base / rec["path"]).resolve())
+    return data
 
 
 def config_to_toml(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> str:
@@ -333,6 +435,28 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
     return cfg.resolved()
 
 
+def recorded_demo_config(name: str, quick: bool = False) -> ExperimentConfig:
+    """The built-in study on a real recorded series (``recording_io.BUNDLED``): inputs the value
+    column at lags 0 and 1, the target one step ahead, widths 250…16000, seeds 0 and 1, a
+    9^3 grid for the limit.
+
+    ``quick``: widths 100 and 400, one seed and a coarse limit (a smoke test of seconds).
+    """
+    path = recording_io.bundled_path(name)
+    column = recording_io.BUNDLED[name][1]
+    rec = RecordingConfig(path=str(path), columns=[column], lags=[0, 1], horizon=1)
+    stream = StreamConfig(chain="recorded", recording=rec, d=2, m=1)
+    if quick:
+        return ExperimentConfig(
+            stream=stream, training=TrainingConfig(T=1.0),
+            limit=LimitConfig(M=256, grid=9, dt=0.1, chain_steps=4, burn_in=100),
+            study=StudyConfig(widths=[100, 400], seeds=[0], n_pi=100),
+        ).resolved()  # fmt: skip
+    study = StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1])
+    # d + m = 3: a 9^3 grid (its error check re-solves on 17^3; 17^3 -> 33^3 needs a 10 GB Gram)
+    return ExperimentConfig(stream=stream, limit=LimitConfig(grid=9), study=study).resolved()
+
+
 def example_config_toml() -> str:
     """A commented example experiment (the MODEL.md §5 setting) that :func:`load_config` reads."""
     return _EXAMPLE
@@ -345,6 +469,7 @@ _EXAMPLE = """\
 
 [stream]
 chain = "ar1"        # "ar1" (clipped AR(1)), "var1" (rho = d×d matrix) or "finite" (P, values)
+                     # or "recorded": a [stream.recording] table (docs/recorded-data.md)
 d = 1                # input dimension: X_k in [-1, 1]^d
 rho = 0.6            # X_{k+1} = clip(rho X_k + noise ξ_k, -1, 1), |rho| < 1
 noise = 1.0          # §5 leaves the AR(1) noise level open; 1.0 is this package's choice

@@ -31,6 +31,11 @@ class StreamError(ParameterError):
     """A data stream holds non-finite values or values outside ``[-1, 1]``."""
 
 
+class RecordingError(StreamError):
+    """A recorded series cannot be used: unreadable, truncated, non-numeric, NaN/inf, a constant
+    column or too short. The message names the file, the row and the column."""
+
+
 class DivergenceError(RnnlimitError):
     """Training (or the limit solver) produced a non-finite value.
 

@@ -266,3 +266,36 @@ def draw_figures(results: dict[str, Any], limit: Arrays | None, tasks: Tasks) ->
         kernel=figure_kernel(limit, results),
     )  # fmt: skip
     return {name: fig for name, fig in figures.items() if fig is not None}
+
+
+def figure_forecast(curves: Arrays, window: int = 336) -> Figure | None:
+    """One-step forecasts against the recorded truth on the first ``window`` samples of the
+    held-out tail (``forecast.npz``, data units): the limit ``h_T``, the widest network (its
+    first seed), persistence and the linear AR model."""
+    if "truth" not in curves or len(curves["truth"]) == 0:
+        return None
+    n = min(window, len(curves["truth"]))
+    rows = np.asarray(curves["rows"])[:n]
+    nets = sorted(
+        (int(m[1]), int(m[2]), k)
+        for k in curves
+        if (m := re.fullmatch(r"network_N(\d+)_seed(\d+)", k))
+    )
+    shown = [("limit", "limit $h_T$", dict(color="black", lw=1.5))]
+    if nets:
+        N, _, key = max(nets, key=lambda v: (v[0], -v[1]))
+        shown.append((key, f"network, N = {N}", dict(color=_colors(1)[0], lw=1.2)))
+    shown += [
+        ("persistence", "persistence", dict(color="tab:orange", lw=1, ls="--")),
+        ("linear_ar", "linear AR (same lags)", dict(color="tab:green", lw=1, ls=":")),
+    ]
+    fig = Figure(figsize=(9.0, 3.8))
+    ax = fig.subplots()
+    ax.plot(rows, np.asarray(curves["truth"])[:n, 0], color="gray", lw=3, alpha=0.5, label="truth")
+    for key, label, style in shown:
+        if key in curves:
+            ax.plot(rows, np.asarray(curves[key])[:n, 0], label=label, **style)
+    ax.set_xlabel("row of the recording (held-out tail)")
+    ax.set_ylabel("target (data units)")
+    ax.legend(fontsize=7, ncol=3)
+    return fig

@@ -1,18 +1,15 @@
-"""The inner loop of the limit solve (MODEL.md §4): particle paths, then the ``h``-coupled stages.
+"""The inner loop of the limit solve (MODEL.md §4, §4b): particle paths and the native stages.
 
 A solve advances M particles ``(X, S, Y)``. Their chain paths ``X_k`` and targets ``Y_k`` do not
-depend on ``h``; only the memory ``S_{k+1} = ψ(h(X_k, S_k))`` and the deposits do. So the paths
-are drawn first, in batches (:class:`PathCursor`), and a *stage* then runs ``n`` chain steps of
-the coupled part with ``h`` frozen at coefficients ``R``::
-
-    Z = (X_k, S_k),   r = Y_k − h(Z),   ρ = Σ_k Σ_p φ(Z_kp) r_kp / (M n),   S_{k+1} = ψ(h(Z))
-
-and Heun (``R ← R + Δt/2 (ρ(R) + ρ(R + Δt ρ(R)))``, the two stages on consecutive chain steps)
-or Euler advances ``R``. Chain step ``j`` of a solve draws with ``fold_in(key, j)``, so solves
-that differ only in ``Δt``, the basis or the chain steps per stage see the same random numbers;
-:class:`PathStore` computes such shared paths once for all of them. The stages run in JAX
-(:func:`jax_segment`) or, for a grid basis with ``d + m ≤ 3`` in float64, in the native kernel
-``_native/limit_pic.c`` (:func:`native_reason`); both give the same numbers up to summation order.
+depend on ``h``; only the memory ``S_{k+1} = ψ(h(X_k, S_k))``, the traces and the deposits do.
+So the paths are drawn first, in batches (:class:`PathCursor`), and the stages of the drift
+(:mod:`rnnlimit.drift`) then run the coupled part with ``h`` frozen. Chain step ``j`` of a solve
+draws with ``fold_in(key, j)``, so solves that differ only in ``Δt``, the basis or the chain
+steps per stage see the same random numbers; :class:`PathStore` computes such shared paths once
+for all of them. The stages run in JAX (:func:`rnnlimit.drift.time_stepper`) or, for a grid
+basis with ``d + m ≤ 3`` in float64, in the native kernel ``_native/limit_pic.c``
+(:func:`native_reason`, :func:`native_segment`); both give the same numbers up to summation
+order.
 """
 
 from __future__ import annotations
@@ -27,12 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlimit import native
-from rnnlimit.activations import psi
-from rnnlimit.bases import GridBasis
 from rnnlimit.chains import Particles, init_particles, particle_paths
 
 Array = jax.Array
-H0 = Callable[[Array], Array]
 #: Paths held in memory at once by one cursor (bytes): a segment longer than this is split.
 SEGMENT_BYTES = 32 << 20
 #: Largest shared path store (bytes); beyond it each solve draws its own paths segment-wise.
@@ -152,81 +146,22 @@ def shared_stores(problem: Any, solves: list, dtype: Any, cache: dict) -> dict[t
     return stores
 
 
-def solve_cost(numerics: Any, basis: Any) -> float:
-    """Relative work of a solve, for scheduling: particle steps (~50 ns each, paths included)
-    plus, on a grid, the node-Gram product of every stage (~0.3 ns per entry)."""
-    stages = numerics.n_steps * numerics.stages
-    grid = stages * basis.size**2 / 160 if isinstance(basis, GridBasis) else 0.0
-    return numerics.M * numerics.total_chain_steps + grid
+def solve_cost(numerics: Any, basis: Any, gradient: str = "truncated") -> float:
+    """Relative work of a solve, for scheduling: particle steps (~50 ns each, paths included),
+    the basis's own work per stage and, for RTRL, the trace update and deposit of every
+    particle step (``size·m²`` entries, ~0.5 ns each)."""
+    particle_steps = numerics.M * numerics.total_chain_steps
+    trace = particle_steps * basis.size * basis.kernel.m**2 / 100 if gradient == "rtrl" else 0.0
+    return particle_steps + numerics.n_steps * numerics.stages * basis.stage_cost() + trace
 
 
-# --------------------------------------------------------------------------- coupled stages
-
-
-def jax_stage(problem: Any, basis: Any, h0: H0, deposit: bool) -> Callable:
-    """``stage(aux, R, s, X, Y) -> (S', ρ, mean loss)``: one stage with ``h`` frozen at ``R``."""
-    clip, alpha, memory = problem.clip, problem.alpha, problem.memory
-
-    def run(aux: dict, R: Array, s: Array, xs: Array, ys: Array) -> tuple:
-        hgrid = aux["h0"] + alpha * aux["K"] @ R if "K" in aux else None
-
-        def one(carry: tuple, xy: tuple[Array, Array]) -> tuple:
-            s, rho, loss = carry
-            z = jnp.concatenate([xy[0], s], 1)
-            if hgrid is not None:
-                hz = basis.interpolate(hgrid, z)
-            else:
-                feats = basis.features(aux["omega"], z)  # read and deposit with one φ(Z)
-                hz = h0(z) + alpha * feats @ R
-            r = xy[1] - hz
-            if deposit:
-                rho = rho + (basis.deposit(z, r) if hgrid is not None else feats.T @ r)
-            loss = loss + 0.5 * jnp.mean(jnp.sum(r * r, 1))
-            s_next = psi(clip, hz)[0] if memory else s
-            return (s_next, rho, loss), None
-
-        init = (s, jnp.zeros_like(R), jnp.zeros((), R.dtype))
-        (s, rho, loss), _ = jax.lax.scan(one, init, (xs, ys))
-        n = xs.shape[0]
-        return s, rho / (s.shape[0] * n), loss / n
-
-    return run
-
-
-def jax_segment(problem: Any, basis: Any, h0: H0, numerics: Any) -> Callable:
-    """Jitted ``segment(aux, R, s, X, Y, dt) -> (R, S, losses)`` over ``X (n·stages·cs, M, d)``;
-    with ``dt = None`` and ``X`` of the burn-in: ``S`` after a burn-in at ``R`` (no deposits).
-    Of ``numerics`` (``LimitNumerics``) only ``chain_steps`` and the scheme matter."""
-    stage, burn = jax_stage(problem, basis, h0, True), jax_stage(problem, basis, h0, False)
-    cs, heun = numerics.chain_steps, numerics.stages == 2
-    per_step = numerics.stages * cs
-
-    def segment(aux: dict, R: Array, s: Array, xs: Array, ys: Array, dt: Array | None) -> tuple:
-        if dt is None:
-            return R, burn(aux, R, s, xs, ys)[0], jnp.zeros(0, R.dtype)
-        xs = xs.reshape(-1, per_step, *xs.shape[1:])
-        ys = ys.reshape(-1, per_step, *ys.shape[1:])
-
-        def step(carry: tuple, xy: tuple[Array, Array]) -> tuple:
-            R, s = carry
-            s, rho1, loss = stage(aux, R, s, xy[0][:cs], xy[1][:cs])
-            if heun:
-                s, rho2, _ = stage(aux, R + dt * rho1, s, xy[0][cs:], xy[1][cs:])
-                R = R + 0.5 * dt * (rho1 + rho2)
-            else:
-                R = R + dt * rho1
-            return (R, s), loss
-
-        (R, s), losses = jax.lax.scan(step, (R, s), (xs, ys))
-        return R, s, losses
-
-    return jax.jit(segment)
+# --------------------------------------------------------------------------- native stages
 
 
 def native_reason(problem: Any, basis: Any, dtype: Any) -> str:
     """Why the native grid kernel cannot run this solve ('' when it can)."""
     k = problem.kernel
-    if not isinstance(basis, GridBasis):
+    if basis.kind != "grid":
         return "the native limit kernel handles the grid basis only"
     if k.d + k.m > native.PIC_MAX_D or k.m > native.PIC_MAX_M:
         return f"the native limit kernel needs d + m <= {native.PIC_MAX_D}"
@@ -237,23 +172,24 @@ def native_reason(problem: Any, basis: Any, dtype: Any) -> str:
     return ""
 
 
-def native_segment(problem: Any, basis: GridBasis, aux: dict, numerics: Any) -> Callable:
-    """As :func:`jax_segment` with the stages in ``_native/limit_pic.c`` (numpy ``R``, ``S``,
-    updated in place and returned)."""
-    K = np.ascontiguousarray(aux["K"], dtype=np.float64)
-    h0 = np.ascontiguousarray(aux["h0"], dtype=np.float64)
-    opts = dict(n_axis=basis.n_axis, heun=numerics.stages == 2, alpha=float(problem.alpha))
+def native_segment(problem: Any, basis: Any, aux: Any, chain_steps: int, heun: bool) -> Callable:
+    """As :func:`rnnlimit.drift.time_stepper` with the stages in ``_native/limit_pic.c`` (a
+    state of numpy arrays, updated in place and returned)."""
+    K = np.ascontiguousarray(aux.K, dtype=np.float64)
+    h0 = np.ascontiguousarray(aux.h0_nodes, dtype=np.float64)
+    opts = dict(n_axis=basis.n_axis, heun=heun, alpha=float(problem.alpha))
     opts |= dict(memory=problem.memory, clip=problem.clip)
-    cs, per_step = numerics.chain_steps, numerics.stages * numerics.chain_steps
+    cs, per_step = chain_steps, (2 if heun else 1) * chain_steps
 
-    def segment(aux: dict, R: Any, s: Any, xs: Any, ys: Any, dt: float | None) -> tuple:
+    def segment(aux: Any, state: Any, xs: Any, ys: Any, dt: float | None) -> tuple:
         xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
         # the burn-in (dt None) is n_steps = 0 over all its chain steps
         n, chain_steps = (0, xs.shape[0]) if dt is None else (xs.shape[0] // per_step, cs)
         dt = 0.0 if dt is None else float(dt)
         loss = native.pic_run(
-            K, h0, R, s, xs, ys, chain_steps=chain_steps, n_steps=n, dt=dt, **opts
-        )
-        return R, s, loss
+            K, h0, state.R, state.S, xs, ys, chain_steps=chain_steps, n_steps=n, dt=dt,
+            E=state.E, dpsi=state.dpsi, **opts,
+        )  # fmt: skip
+        return state, loss
 
     return segment

@@ -69,7 +69,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.rnnlimit_max_dm.restype = _INT
     lib.rnnlimit_pic_run.restype = _INT
     lib.rnnlimit_pic_run.argtypes = [_INT, _INT, _INT, _I64, _I64, _I64, _INT, _DBL, _DBL]
-    lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8]
+    lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8, _INT, _P, _P]
     lib.rnnlimit_seq_features.restype = _INT
     lib.rnnlimit_seq_features.argtypes = [_INT, _INT, *[_I64] * 5, *[_P] * 5, _INT, _I64]
     lib.rnnlimit_seq_features.argtypes += [ctypes.c_float, _P, _P]
@@ -255,6 +255,8 @@ class TruncatedRunner:
 
 #: Largest ``d + m`` and ``m`` of the native grid limit kernel (``limit_pic.c``).
 PIC_MAX_D, PIC_MAX_M = 3, 2
+#: Signature version of ``rnnlimit_pic_run`` (``rnnlimit_pic_version`` in ``limit_pic.c``).
+_PIC_VERSION = 2
 
 
 def pic_run(
@@ -273,14 +275,18 @@ def pic_run(
     dt: float,
     memory: bool,
     clip: str,
+    E: np.ndarray | None = None,
+    dpsi: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run ``n_steps`` time steps of the grid limit solve in place on ``R (G, m)``, ``s (M, m)``.
 
     ``K (G, G)`` is the node Gram, ``h0 (G, m)`` the node values of ``h_0``; ``xs (n, M, d)``,
     ``ys (n, M, m)`` the particle paths with ``n = n_steps · stages · chain_steps`` (``n_steps
-    = 0``: a burn-in over ``n = chain_steps`` steps, ``R`` frozen, no deposits). Returns the
-    first stage's mean loss of each time step. Same arithmetic as the JAX stages of
-    :class:`rnnlimit.limit.LimitSolver` up to summation order (``_native/limit_pic.c``).
+    = 0``: a burn-in over ``n = chain_steps`` steps, ``R`` frozen, no deposits). With ``E (M, G,
+    m, m)`` and ``dpsi (M, m)`` (both or neither) the drift is RTRL's (MODEL.md §4b) and the
+    particles' traces are updated in place too. Returns the first stage's mean loss of each
+    time step. Same arithmetic as the JAX stages of :mod:`rnnlimit.drift` up to summation order
+    (``_native/limit_pic.c``).
     """
     steps, M, d = xs.shape
     m = ys.shape[2]
@@ -296,12 +302,24 @@ def pic_run(
     _c_array(s, "s", (M, m))
     _c_array(xs, "xs", (steps, M, d))
     _c_array(ys, "ys", (steps, M, m))
+    if (E is None) != (dpsi is None):
+        raise ValueError("E and dpsi go together (the RTRL traces)")
+    if E is not None:
+        _c_array(E, "E", (M, G, m, m))
+        _c_array(dpsi, "dpsi", (M, m))
+    lib = _lib()
+    version = getattr(lib, "rnnlimit_pic_version", None)
+    if version is None or version() != _PIC_VERSION:
+        raise ValueError(
+            f"the native grid kernel is a stale build: rebuild it (version {_PIC_VERSION})"
+        )
     losses = np.zeros(max(n_steps, 1))
     work = np.empty(3 * G * m)
-    rc = _lib().rnnlimit_pic_run(
+    rc = lib.rnnlimit_pic_run(
         n_axis, d, m, M, chain_steps, n_steps, int(heun), alpha, dt, int(memory), CLIPS[clip],
         K.ctypes.data, h0.ctypes.data, R.ctypes.data, xs.ctypes.data, ys.ctypes.data,
-        s.ctypes.data, losses.ctypes.data, work.ctypes.data,
+        s.ctypes.data, losses.ctypes.data, work.ctypes.data, int(E is not None),
+        None if E is None else E.ctypes.data, None if dpsi is None else dpsi.ctypes.data,
     )  # fmt: skip
     if rc != 0:
         raise ValueError("native grid kernel refused its arguments")

@@ -27,6 +27,7 @@ from rnnlimit.figures import (
     ci95_text,
     draw_figures,
     error_floor,
+    figure_forecast,
     finite_memory_samples,
     tasks_by_N,
 )
@@ -191,6 +192,80 @@ def _blocks(run: RunData, drawn: set[str]) -> list[Block]:
     return blocks
 
 
+def recorded_reading(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The forecast scores and the re-reading warning of a recorded run (``forecast.json``);
+    empty for a simulated stream."""
+    path = Path(run_dir) / "forecast.json"
+    if not path.is_file():
+        return []
+    fc = json.loads(path.read_text())
+    groups: dict[str, list[dict]] = {}
+    for r in fc["table"]:
+        name = r["model"] if r.get("N") is None else f"network N = {r['N']}"
+        groups.setdefault(name, []).append(r)
+    parts = []
+    for name, rows in groups.items():
+        seeds = f" (mean of {len(rows)} seeds)" if len(rows) > 1 else ""
+        rmse, mae = (float(np.mean([r[k] for r in rows])) for k in ("rmse", "mae"))
+        parts.append(f"{name} {rmse:.3g} / {mae:.3g}{seeds}")
+    lines = []
+    if parts:
+        lines.append(
+            f"One-step forecasts on the held-out tail ({fc['n_tail']} samples), RMSE / MAE in "
+            f"{fc['recording']['units']}: " + "; ".join(parts) + "."
+        )
+    diag = fc["diagnostics"]
+    tau = ", ".join(f"{k} {v:.4g}" for k, v in diag["tau"].items())
+    ess = ", ".join(f"{k} {v:.4g}" for k, v in diag["ess"].items())
+    lines.append(
+        f"Recording: {diag['n_train']} training examples; integrated autocorrelation time "
+        f"{tau}; effective sample size {ess}."
+    )
+    if diag.get("coverage"):
+        cover = ", ".join(f"N = {n}: {c:.3g}" for n, c in diag["coverage"].items())
+        lines.append(
+            f"Share of the training span each width reads in order (T·N / L): {cover}; below 1 "
+            "a network sees a stretch of the recording, the limit all of it."
+        )
+    if diag.get("warning"):
+        lines.append(f"Warning: {diag['warning']}.")
+    return lines
+
+
+def _recorded_blocks(run_dir: Path, fig_dir: Path) -> tuple[list[Block], dict[str, Path]]:
+    """The recording, its diagnostics, the forecast table and figure (``forecast.json`` and
+    ``forecast.npz`` of a recorded run); nothing for a simulated stream."""
+    if not (run_dir / "forecast.json").is_file():
+        return [], {}
+    fc = json.loads((run_dir / "forecast.json").read_text())
+    rec = fc["recording"]
+    sc = rec["scaling"]
+    scale = ", ".join(
+        f"{n}: center {c:.6g}, half-width {w:.6g}"
+        for n, c, w in zip(sc["names"], sc["center"], sc["half_width"], strict=True)
+    )
+    facts = [
+        f"File `{Path(rec['source']).name}` ({rec['rows']} rows, SHA-256 {rec['sha256'][:16]}…).",
+        f"Inputs {rec['inputs']} at lags {rec['lags']}; target {rec['target']!r}, "
+        f"{rec['horizon']} step(s) ahead; training span rows {rec['train_span']} "
+        f"({rec['n_train']} examples), held-out tail {rec['n_tail']} examples.",
+        f"Scaling into [-1, 1] ({sc['method']}, fitted on the training span): {scale}.",
+        *recorded_reading(run_dir)[1 if fc["table"] else 0 :],
+    ]
+    cols = ["model", "N", "seed", "RMSE", "MAE"]
+    rows = [[_fmt(r["model"]), _fmt(r["N"]), _fmt(r["seed"]), _fmt(r["rmse"]), _fmt(r["mae"])]
+            for r in fc["table"]]  # fmt: skip
+    blocks: list[Block] = [("h2", "Recorded data"), ("ul", facts)]
+    blocks += [("h2", "Forecasts on the held-out tail"), ("p", f"One-step forecasts in "
+               f"{rec['units']}: RMSE and MAE over the {fc['n_tail']} tail samples.")]  # fmt: skip
+    blocks.append(("table", (cols, rows)))
+    fig = figure_forecast(load_npz(run_dir / "forecast.npz"))
+    if fig is None:
+        return blocks, {}
+    caption = "One-step forecasts against the recorded truth (start of the held-out tail)"
+    return [*blocks, ("fig", ("forecast", caption))], _save(fig, fig_dir, "forecast")
+
+
 def _to_markdown(title: str, blocks: list[Block]) -> str:
     out = [f"# {title}", ""]
     for kind, body in blocks:
@@ -273,6 +348,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
         paths.update(_save(fig, fig_dir, name))
     title = f"rnnlimit report: {run.run_dir.name}"
     blocks = _blocks(run, {k.rsplit("_", 1)[0] for k in paths})
+    more, figs = _recorded_blocks(run.run_dir, fig_dir)
+    blocks, paths = blocks + more, paths | figs
     paths["report_md"] = run.run_dir / "report.md"
     write_atomic(paths["report_md"], _to_markdown(title, blocks).encode())
     paths["report_html"] = run.run_dir / "report.html"

@@ -13,8 +13,16 @@
  * 1/2 |r|^2. The chain paths X (steps x M x d) and Y (steps x M x m) are exogenous (they do not
  * depend on h) and come precomputed from JAX, so this file holds only the h-coupled part.
  * Heun: R <- R + dt/2 (rho(R) + rho(R + dt rho(R))), the two stages on consecutive chain
- * steps; Euler: R <- R + dt rho(R). Same arithmetic as LimitSolver's JAX stages (rnnlimit.limit)
- * up to the summation order of the deposits and of K R.
+ * steps; Euler: R <- R + dt rho(R). Same arithmetic as the JAX stages (rnnlimit.drift) up to
+ * the summation order of the deposits and of K R.
+ *
+ * RTRL (MODEL.md §4b, rtrl != 0): every particle also carries its trace coefficients
+ * e (G x m x m) and psi'(h(Z_{k-1})) (m); each chain step
+ *
+ *     e <- e diag(psi'_{k-1}) J^T + phi(Z_k) (x) I_m,   J[b][c] = d h_b / d s_c at Z_k,
+ *
+ * with J the derivative of the multilinear interpolant in the s axes (the cell's difference
+ * quotient, rnnlimit.bases.GridBasis.slope), and the deposit is e r instead of phi(Z) r.
  *
  * Exported: rnnlimit_pic_run(...) (see its comment). No threads: LimitSolver runs its base and
  * refinement solves side by side, one per core.
@@ -32,12 +40,53 @@
 
 typedef struct {
     int64_t G, M;
-    int n, D, d, m, memory, clip;
+    int n, D, d, m, memory, clip, rtrl;
     double alpha;
     const double *K, *h0;
     double *hgrid;
+    double *E, *dpsi; /* RTRL: traces (M x G x m x m), psi' at the last output (M x m) */
     int64_t stride[PIC_MAX_D];
 } pic_t;
+
+/* e <- e diag(dpsi) J^T + phi (x) I, then rho += e r (when rho): one particle's trace step.
+   e (G x m x m), J (m x m, J[b * m + c] = d h_b / d s_c), corners idx/w, residual r (m). */
+INLINE void trace_step(const pic_t *p, double *e, const double *dpsi, const double *J,
+                       const int64_t *idx, const double *w, int corners, const double *r,
+                       double *rho, const int m) {
+    const int64_t G = p->G;
+    if (m == 1) {
+        const double fac = dpsi[0] * J[0];
+        for (int64_t g = 0; g < G; g++) e[g] = e[g] * fac;
+        for (int c = 0; c < corners; c++) e[idx[c]] += w[c];
+        if (rho)
+            for (int64_t g = 0; g < G; g++) rho[g] += e[g] * r[0];
+        return;
+    }
+    double F[PIC_MAX_M * PIC_MAX_M]; /* F[c][b] = dpsi_c J[b][c] */
+    for (int c = 0; c < m; c++)
+        for (int b = 0; b < m; b++) F[c * m + b] = dpsi[c] * J[b * m + c];
+    for (int64_t g = 0; g < G; g++) {
+        double *eg = e + g * m * m;
+        for (int a = 0; a < m; a++) {
+            double row[PIC_MAX_M];
+            for (int b = 0; b < m; b++) {
+                double acc = 0.0;
+                for (int c = 0; c < m; c++) acc += eg[a * m + c] * F[c * m + b];
+                row[b] = acc;
+            }
+            for (int b = 0; b < m; b++) eg[a * m + b] = row[b];
+        }
+    }
+    for (int c = 0; c < corners; c++)
+        for (int a = 0; a < m; a++) e[idx[c] * m * m + a * m + a] += w[c];
+    if (rho)
+        for (int64_t g = 0; g < G; g++)
+            for (int a = 0; a < m; a++) {
+                double acc = 0.0;
+                for (int b = 0; b < m; b++) acc += e[g * m * m + a * m + b] * r[b];
+                rho[g * m + a] += acc;
+            }
+}
 
 /* hgrid = h0 + alpha * K R   (G x m) */
 MULTIVERSION static void node_values(const pic_t *p, const double *R) {
@@ -99,15 +148,49 @@ INLINE double stage_dm(const pic_t *p, const double *xs, const double *ys, doubl
                 idx[c] = off;
                 w[c] = wc;
             }
+            double hz[PIC_MAX_M], r[PIC_MAX_M];
             for (int j = 0; j < m; j++) {
-                double hz = 0.0;
-                for (int c = 0; c < corners; c++) hz += w[c] * hgrid[idx[c] * m + j];
-                const double r = y[q * m + j] - hz;
-                loss += 0.5 * r * r;
-                if (rho)
-                    for (int c = 0; c < corners; c++) rho[idx[c] * m + j] += w[c] * r;
-                if (p->memory) s[q * m + j] = psi_clip(p->clip, hz);
+                double acc = 0.0;
+                for (int c = 0; c < corners; c++) acc += w[c] * hgrid[idx[c] * m + j];
+                hz[j] = acc;
+                r[j] = y[q * m + j] - acc;
+                loss += 0.5 * r[j] * r[j];
             }
+            if (p->rtrl) {
+                /* J[b][c]: the hat weights differentiated in s axis c (factor +-1/dz) */
+                double J[PIC_MAX_M * PIC_MAX_M];
+                for (int c = 0; c < m; c++) {
+                    double dw[1 << PIC_MAX_D];
+                    for (int cc = 0; cc < corners; cc++) {
+                        double wc = 1.0;
+                        for (int a = 0; a < D; a++) {
+                            const int bit = (cc >> (D - 1 - a)) & 1;
+                            if (a == d + c)
+                                wc *= bit ? half : -half;
+                            else
+                                wc *= bit ? f[a] : 1.0 - f[a];
+                        }
+                        dw[cc] = wc;
+                    }
+                    for (int b = 0; b < m; b++) {
+                        double acc = 0.0;
+                        for (int cc = 0; cc < corners; cc++) acc += dw[cc] * hgrid[idx[cc] * m + b];
+                        J[b * m + c] = acc;
+                    }
+                }
+                trace_step(p, p->E + q * p->G * m * m, p->dpsi + q * m, J, idx, w, corners, r,
+                           rho, m);
+            } else if (rho) {
+                for (int j = 0; j < m; j++)
+                    for (int c = 0; c < corners; c++) rho[idx[c] * m + j] += w[c] * r[j];
+            }
+            if (p->memory)
+                for (int j = 0; j < m; j++) {
+                    const double t = psi_clip(p->clip, hz[j]);
+                    s[q * m + j] = t;
+                    if (p->rtrl)
+                        p->dpsi[q * m + j] = p->clip == CLIP_HARD ? (fabs(hz[j]) < 1.0) : 1.0 - t * t;
+                }
         }
     }
     const double norm = 1.0 / ((double)M * (double)cs);
@@ -130,18 +213,21 @@ MULTIVERSION static double stage(const pic_t *p, const double *xs, const double 
  *   xs (steps x M x d), ys (steps x M x m) with steps = n_steps * stages * cs (burn-in: cs)
  *   losses (n_steps): the first stage's mean loss of each time step
  *   work: 3 G m doubles of scratch
+ *   rtrl != 0: E (M x G x m x m) and dpsi (M x m), the particles' traces, updated (else NULL)
  * Returns 0, or -1 when the arguments are outside what this kernel handles.
  */
 EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t n_steps, int heun,
                             double alpha, double dt, int memory, int clip, const double *K,
                             const double *h0, double *R, const double *xs, const double *ys,
-                            double *s, double *losses, double *work) {
+                            double *s, double *losses, double *work, int rtrl, double *E,
+                            double *dpsi) {
     const int D = d + m;
     if (n < 2 || d < 1 || m < 1 || m > PIC_MAX_M || D > PIC_MAX_D || M < 1 || cs < 1 ||
-        n_steps < 0 || (d == 2 && m == 2))
+        n_steps < 0 || (d == 2 && m == 2) || (rtrl && (!E || !dpsi)))
         return -1;
     pic_t p;
     p.n = n, p.D = D, p.d = d, p.m = m, p.M = M, p.memory = memory, p.clip = clip;
+    p.rtrl = rtrl, p.E = E, p.dpsi = dpsi;
     p.alpha = alpha, p.K = K, p.h0 = h0;
     p.G = 1;
     for (int a = 0; a < D; a++) p.G *= n;
@@ -175,3 +261,7 @@ EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t 
     }
     return 0;
 }
+
+/* Version of rnnlimit_pic_run's signature (2: the RTRL traces), checked by native.pic_run so
+   that a stale build is refused rather than called with arguments it would ignore. */
+EXPORT int rnnlimit_pic_version(void) { return 2; }
