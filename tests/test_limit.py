@@ -258,3 +258,18 @@ def test_a_runaway_limit_stops_with_a_divergence_error_keeping_its_record(monkey
     assert 0 < info.value.step < 20
     record = info.value.record
     assert record["h"].shape[0] == record["times"].size >= 1 and np.all(np.isfinite(record["h"]))
+
+
+def test_dt_refinement_is_compared_at_the_base_solve_record_times() -> None:
+    """Record times off the Δt grid (31 times on [0, 2], Δt = 0.05) are snapped to the base
+    grid for every solve: the Δt error then equals the one measured at on-grid times, instead
+    of the change of h between two different times (~1e-2 before the snapping)."""
+    problem = LimitProblem(AR1Chain(0.6, 1.0), FilterTarget(0.6), KernelSpec())
+    numerics = LimitNumerics(T=2.0, dt=0.05, M=256, grid=9)
+    solver = limit_solver(problem)
+    off_grid = solver(numerics, _eval_grid(), estimate_error=("dt",))
+    assert np.allclose(off_grid.times / 0.05, np.round(off_grid.times / 0.05))
+    on_grid = solver(numerics, _eval_grid(), off_grid.times, estimate_error=("dt",))
+    assert off_grid.error["dt"] == pytest.approx(on_grid.error["dt"], rel=1e-9)
+    # Heun's O(Δt²) error at Δt = 0.05 is ~1e-5 here; a time mismatch of Δt/2 would be ~1e-2
+    assert off_grid.error["dt"] < 1e-3

@@ -299,6 +299,10 @@ class LimitSolver:
         ts = np.linspace(0.0, numerics.T, 31) if times is None else np.asarray(times, float)
         if ts.size == 0 or ts.min() < 0 or ts.max() > numerics.T * (1 + 1e-12):
             raise ParameterError("times", f"must be a non-empty subset of [0, T={numerics.T}]")
+        # every solve records on the base solve's Δt grid (the Δt/2 grid contains it), so the
+        # refinements are compared with the base at the very same times
+        dt0 = numerics.T / numerics.n_steps
+        ts = np.unique(np.round(ts / dt0)) * dt0
         solves = self.plan(numerics, estimate_error)
         workers = max(1, min(os.cpu_count() or 1, len(solves)))
         fit = fit_budget(self.problem, solves, len(zs), workers, numerics.memory_budget_gb)
