@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit import float_dtype
+from rnnlimit import float_dtype, native
 from rnnlimit.bases import H0, Basis
 from rnnlimit.drift import SolveState, initial_state, time_stepper
 from rnnlimit.errors import ContractionError, DivergenceError, ParameterError
 from rnnlimit.kernels import ntk
-from rnnlimit.limitsteps import SEGMENT_BYTES, PathCursor, native_reason, native_segment
+from rnnlimit.limitsteps import SEGMENT_BYTES, PathCursor, native_segment
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
@@ -116,11 +116,10 @@ def _diverged(step: int, dt: float, rec_steps: np.ndarray, hs: list) -> Divergen
 
 def _segment(problem: Any, numerics: Any, basis: Basis, aux: Any, backend: str, caches: Any):
     """The time stepper of one solve: native where it applies (and is allowed), else JAX."""
-    why = native_reason(problem, basis, float_dtype())
-    if why and backend == "native":
-        raise ParameterError("backend", f"'native' is not possible here: {why}")
+    k, grid = problem.kernel, basis.kind == "grid"
+    use = native.choose("limit", backend=backend, dtype=float_dtype(), d=k.d, m=k.m, grid=grid)
     heun = numerics.stages == 2
-    if not why and backend != "jax":
+    if use:
         return native_segment(problem, basis, aux, numerics.chain_steps, heun), True
     key = (basis, numerics.chain_steps, heun)
     if key not in caches.segments:

@@ -161,18 +161,12 @@ def solve_cost(numerics: Any, basis: Any, gradient: str = "truncated") -> float:
 # --------------------------------------------------------------------------- native stages
 
 
-def native_reason(problem: Any, basis: Any, dtype: Any) -> str:
-    """Why the native grid kernel cannot run this solve ('' when it can)."""
+def native_reason(problem: Any, basis: Any, dtype: Any, backend: str = "auto") -> str:
+    """Why the native grid kernel cannot run this solve ('' when it can): the one rule set of
+    :func:`rnnlimit.native.decide` (grid basis, ``d + m ≤ PIC_MAX_D``, float64, built, CPU)."""
     k = problem.kernel
-    if basis.kind != "grid":
-        return "the native limit kernel handles the grid basis only"
-    if k.d + k.m > native.PIC_MAX_D or k.m > native.PIC_MAX_M:
-        return f"the native limit kernel needs d + m <= {native.PIC_MAX_D}"
-    if dtype != jnp.float64:
-        return "the native limit kernel runs in float64 (enable jax_enable_x64)"
-    if not native.available():
-        return native.unavailable_reason()
-    return ""
+    grid = basis.kind == "grid"
+    return native.decide("limit", backend=backend, dtype=dtype, d=k.d, m=k.m, grid=grid)[1]
 
 
 def native_segment(problem: Any, basis: Any, aux: Any, chain_steps: int, heun: bool) -> Callable:

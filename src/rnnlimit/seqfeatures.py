@@ -162,14 +162,13 @@ def _map_on_threads(fn: Callable[[int], T], starts: range, workers: int) -> list
 
 
 def native_reason(omega: Omega, activation_name: str) -> str:
-    """Why the native feature scan cannot run these features (``''`` when it can)."""
-    if not native.available():
-        return native.unavailable_reason()
-    if omega.b.dtype != jnp.float32:
-        return "it computes in float32 only (dtype float64 runs the JAX scan)"
-    if activation_name not in native.ACTIVATIONS:
-        return f"activation {activation_name!r} is not in the native kernel"
-    return ""
+    """Why the native feature scan cannot run these features (``''`` when it can): the one
+    rule set of :func:`rnnlimit.native.decide` (built, float32, the activation)."""
+    d = omega.w.shape[1]
+    dtype = omega.b.dtype
+    return native.decide(
+        "seq", backend="native", dtype=dtype, d=d, m=1, activation=activation_name
+    )[1]
 
 
 def resolve_backend(omega: Omega, activation_name: str, backend: str = "auto") -> str:
@@ -180,16 +179,9 @@ def resolve_backend(omega: Omega, activation_name: str, backend: str = "auto") -
     :class:`ParameterError` naming ``backend`` with the reason.
     """
     check_choice("backend", backend, BACKENDS)
-    if backend == "jax":
-        return "jax"
-    reason = native_reason(omega, activation_name)
-    if backend == "native" and reason:
-        raise ParameterError("backend", f"'native' cannot run here: {reason}")
-    return (
-        "native"
-        if not reason and (backend == "native" or jax.default_backend() == "cpu")
-        else "jax"
-    )
+    d, dtype = omega.w.shape[1], omega.b.dtype
+    use = native.choose("seq", backend=backend, dtype=dtype, d=d, m=1, activation=activation_name)
+    return "native" if use else "jax"
 
 
 def _native_panels(
