@@ -34,7 +34,11 @@ setup(
                 "src/rnnlimit/_native/limit_pic.c",
                 "src/rnnlimit/_native/seq_features.c",
             ],
-            depends=["src/rnnlimit/_native/rnnlimit_native.h"],
+            depends=[
+                "src/rnnlimit/_native/rnnlimit_native.h",
+                "src/rnnlimit/_native/fused_math.h",
+                "src/rnnlimit/_native/fused_passes.h",
+            ],
             optional=True,
         )
     ],

@@ -20,6 +20,14 @@ to the RTRL limit, while the distance to the truncated limit stalls near the gap
 limits); and the RTRL limit with its error estimate (warm, fastest of 3) against training one
 N = 5·10⁴ RTRL network to T = 3 (warm, fastest of the seeds). Its last line is
 ``ratio rtrl_limit_speedup_vs_N5e4 <value>`` (goal ≥ 20). ``--section rtrl`` runs it alone.
+
+Sections of their own (``benchmarks/limit_highdim.py``, each appends its own dated section):
+``--section tanh``: Gram throughput of the tabulated tanh kernel next to erf's closed form (same
+run, entries/s) and a d = 1, m = 2 tanh limit solved end to end; ``--section d4``: d = 4, m = 1,
+a VAR(1) chain on ``[-1,1]^4`` and a filter target, the limit in the Nyström basis with its error
+estimate against training the N = 5·10⁴ network to the same T in the same run, last line
+``ratio limit_speedup_vs_N5e4_d4 <value>`` (goal ≥ 20, error estimate ≤ 0.005). The default
+(``--section all``) runs truncated, rtrl, tanh, d4 in this order.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from limit_highdim import highdim_case, tanh_case  # noqa: E402
 
 from rnnlimit import native  # noqa: E402
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream  # noqa: E402
@@ -89,14 +98,19 @@ def main() -> None:
     parser.add_argument(
         "--section",
         default="all",
-        choices=("all", "truncated", "rtrl"),
-        help="which section to run (rtrl: RTRL networks against their own limit)",
+        choices=("all", "truncated", "rtrl", "tanh", "d4"),
+        help="which section to run (rtrl: RTRL networks against their own limit; tanh: the "
+        "tabulated kernel; d4: d = 4, m = 1 in the Nystrom basis); all runs them in this order",
     )
     args = parser.parse_args()
     if args.section in ("all", "truncated"):
         truncated_section(args)
     if args.section in ("all", "rtrl"):
         rtrl_section(args)
+    if args.section in ("all", "tanh"):
+        tanh_case(args)
+    if args.section in ("all", "d4"):
+        highdim_case(args)
 
 
 def truncated_section(args: argparse.Namespace) -> None:

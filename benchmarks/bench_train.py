@@ -8,9 +8,15 @@ at the end. The fused trainer is :func:`rnnlimit.train.train` over one interval 
 built, else JAX); ``fused jax`` is the same call with ``backend="jax"`` (the jitted XLA loop).
 All are warmed up first (compile time excluded) and timed as the best of a few repeats.
 
-Run: ``.venv/bin/python benchmarks/bench_train.py`` (add ``--quick`` for a smoke run). Appends a
-dated table to ``benchmarks/RESULTS.md``; the last printed line is
-``ratio train_vs_idiomatic_N1e4_f64 <value>``.
+A second section times the native kernel alone at N = 10^4, float64, in one run (the cases
+interleaved, best of repeats): truncated d = m = 1 (the fused pass), RTRL d = m = 1, truncated
+d = 4, m = 1 (the blocked generic pass) and RTRL d = 4, m = 1.
+
+Run: ``.venv/bin/python benchmarks/bench_train.py`` (add ``--quick`` for a smoke run,
+``--native-only`` for the second section alone). Appends dated tables to
+``benchmarks/RESULTS.md``; the last printed lines are ``ratio train_vs_idiomatic_N1e4_f64
+<value>`` (not with ``--native-only``), ``ratio rtrl_vs_truncated_native_N1e4_f64 <value>``
+(goal >= 0.5) and ``ratio generic_d4_vs_d1_native_N1e4_f64 <value>`` (goal >= 0.5).
 """
 
 from __future__ import annotations
@@ -111,6 +117,48 @@ def bench_one(N: int, dtype, fused_work: float, ref_work: float, repeats: int) -
     )
 
 
+def _mean_target(x: jax.Array) -> jax.Array:
+    """``sin(2 mean(x))``: the d = 1 target of the first section for any d."""
+    return jnp.sin(2.0 * jnp.mean(x))
+
+
+NATIVE_CASES = (
+    ("truncated d=1", 1, "truncated"),
+    ("rtrl d=1", 1, "rtrl"),
+    ("truncated d=4", 4, "truncated"),
+    ("rtrl d=4", 4, "rtrl"),
+)
+
+
+def bench_native(N: int, work: float, repeats: int) -> dict[str, float]:
+    """Unit-steps/s of ``train(backend="native")`` per case of :data:`NATIVE_CASES` (m = 1,
+    erf, float64, auto threads), the cases interleaved within each repeat so that a load
+    change on the machine hits all of them alike."""
+    K = max(200, int(work / N))
+    runs = {}
+    for name, d, gradient in NATIVE_CASES:
+        spec = NetworkSpec(N=N, d=d, m=1, activation="erf", antisymmetric=True)
+        params = init_params(spec, jax.random.PRNGKey(0), jnp.float64)
+        stream = sample_stream(
+            AR1Chain(rho=0.6, noise=0.5, d=d), FilterTarget(a=0.6, f=_mean_target),
+            jax.random.PRNGKey(1), K,
+            dtype=jnp.float64,
+        )  # fmt: skip
+
+        def run(n: int, spec=spec, params=params, stream=stream, gradient=gradient) -> None:
+            train(spec, params, stream, gradient=gradient, n_steps=n, window=n, backend="native")
+
+        run(50)
+        runs[name] = run
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run(K)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: N * K / t for name, t in best.items()}
+
+
 def machine_info() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -132,10 +180,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    ap.add_argument("--native-only", action="store_true", help="only the native section")
     args = ap.parse_args()
     fused_work, ref_work, repeats = (2e6, 4e5, 1) if args.quick else (1e8, 2e7, 3)
     rows = []
-    for N in (1_000, 10_000, 100_000):
+    for N in () if args.native_only else (1_000, 10_000, 100_000):
         for dtype in (jnp.float64, jnp.float32):
             r = bench_one(N, dtype, fused_work, ref_work, repeats)
             rows.append(r)
@@ -148,7 +197,10 @@ def main() -> None:
                 flush=True,
             )
     info = machine_info()
-    if not args.no_write:
+    nat = bench_native(10_000, fused_work / 2, 2 * repeats + 1) if native.available() else {}
+    for name, rate in nat.items():
+        print(f"native N=10000 float64 {name}: {rate:.3e} unit-steps/s ({1e9 / rate:.2f} ns)")
+    if not args.no_write and rows:
         lines = [
             f"\n## bench_train — {datetime.datetime.now().isoformat(timespec='seconds')}\n",
             f"Machine: {info}\n",
@@ -174,9 +226,35 @@ def main() -> None:
             )
         with RESULTS.open("a") as fh:
             fh.write("\n".join(lines) + "\n")
-    key = next(r for r in rows if r["N"] == 10_000 and r["dtype"] == "float64")
+    if not args.no_write and nat:
+        cmd = "python benchmarks/bench_train.py" + " --quick" * args.quick
+        cmd += " --native-only" * args.native_only
+        now = datetime.datetime.now().isoformat(timespec="seconds")
+        lines = [
+            f"\n## bench_train native section — {now}\n",
+            f"Machine: {info}\n",
+            f"Command: `{cmd}`. Native kernel alone, N = 10^4, float64, erf, m = 1, auto threads "
+            f"({native.resolve_threads(0, 10_000)}); unit-steps per second (N × steps / s), best "
+            "of repeats with the cases interleaved, compile excluded.\n",
+            "| case | unit-steps/s | ns/unit-step |",
+            "|---|---|---|",
+            *(f"| {name} | {rate:.3e} | {1e9 / rate:.2f} |" for name, rate in nat.items()),
+            "",
+            f"rtrl_vs_truncated_native_N1e4_f64 = {nat['rtrl d=1'] / nat['truncated d=1']:.3f} "
+            "(goal >= 0.5); generic_d4_vs_d1_native_N1e4_f64 = "
+            f"{nat['truncated d=4'] / nat['truncated d=1']:.3f} (goal >= 0.5).",
+        ]
+        with RESULTS.open("a") as fh:
+            fh.write("\n".join(lines) + "\n")
     print(f"machine {info}")
-    print(f"ratio train_vs_idiomatic_N1e4_f64 {key['ratio']:.3f}")
+    key = next((r for r in rows if r["N"] == 10_000 and r["dtype"] == "float64"), None)
+    if key is not None:
+        print(f"ratio train_vs_idiomatic_N1e4_f64 {key['ratio']:.3f}")
+    if nat:
+        r_rtrl = nat["rtrl d=1"] / nat["truncated d=1"]
+        r_d4 = nat["truncated d=4"] / nat["truncated d=1"]
+        print(f"ratio rtrl_vs_truncated_native_N1e4_f64 {r_rtrl:.3f}")
+        print(f"ratio generic_d4_vs_d1_native_N1e4_f64 {r_d4:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 import rnnlimit
 from rnnlimit import cli, compare
 from rnnlimit.config import ExperimentConfig, load_config, validate_config
-from rnnlimit.errors import ContractionError
+from rnnlimit.errors import ContractionError, DivergenceError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("demo", "train", "limit", "converge", "report", "config")
@@ -228,3 +229,67 @@ def test_python_dash_m_rnnlimit_runs_the_cli() -> None:
         [sys.executable, "-m", "rnnlimit", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "converge" in done.stdout
+
+
+def test_alpha_900_is_refused_with_one_line_naming_dt_and_alpha(tmp_path: Path) -> None:
+    # the config allows alpha up to 1000; the limit's time step is then far beyond stability
+    path = tmp_path / "a900.toml"
+    path.write_text(TINY.replace("T = 0.5\n", "T = 0.5\nalpha = 900.0\n"))
+    out = tmp_path / "run"
+    result = _invoke("converge", str(path), "--executor", "inline", "--out", str(out))
+    _one_line_error(result, "limit.dt: must be <=", "training.alpha")
+    assert not (out / "results.json").exists()  # refused before anything was computed
+
+
+def _last_line_error(result: Any, *needles: str) -> str:
+    """Exit 2, one ``error:`` line, the last one (progress bars may precede it on stderr)."""
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and result.output.strip().splitlines()[-1] == errors[0]
+    assert result.stdout.strip() == ""  # no reading of the numbers, no claims
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def test_a_limit_that_diverges_writes_a_report_and_ends_with_one_line(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msg = "the limit h_t grew beyond |h| = 1000 by time step 3 (t = 0.3)"
+
+    def raising(*args: Any, **kwargs: Any) -> None:
+        err = DivergenceError(3, None, "the limit h_t")
+        err.args = (msg,)
+        raise err
+
+    monkeypatch.setattr(compare, "run_limit", raising)
+    out = tmp_path / "run"
+    result = _invoke("converge", str(tiny), "--executor", "inline", "--out", str(out))
+    _last_line_error(result, msg, "the report says what diverged")
+    results = json.loads((out / "results.json").read_text())
+    assert results["limit"]["diverged"] == {"step": 3, "t": 0.30000000000000004, "message": msg}
+    report = (out / "report.md").read_text()
+    assert "DIVERGED: " + msg in report and "is a contraction" not in report
+    assert "Fitted rate" not in report and not (out / "tasks").exists()
+
+
+def test_networks_that_diverge_are_named_in_one_line_and_in_the_report(tmp_path: Path) -> None:
+    path = tmp_path / "relu.toml"
+    path.write_text(
+        TINY.replace("T = 0.5\n", "T = 1.0\nalpha = 1000.0\n")
+        + '\n[network]\nactivation = "relu"\n'
+    )
+    out = tmp_path / "run"
+    result = _invoke("train", str(path), "--executor", "inline", "--out", str(out))
+    line = _last_line_error(result, "networks diverged", "training.alpha (1000.0)")
+    assert "N = 40 seed 0 at step" in line
+    report = (out / "report.md").read_text()
+    assert "finite runs DIVERGED" in report
+
+
+def test_the_example_config_is_the_demo_study() -> None:
+    from rnnlimit.config import demo_config
+
+    example = runner.invoke(cli.app, ["config", "--example"]).output
+    assert "widths = [250, 1000, 4000, 16000]" in example and "seeds = [0, 1]" in example
+    assert demo_config() == ExperimentConfig().resolved()

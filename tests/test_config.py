@@ -137,3 +137,12 @@ def test_random_bad_configs_give_a_parameter_error_with_a_key_path(case):
     else:
         assert isinstance(cfg, ExperimentConfig)
         assert all(math.isfinite(v) for v in cfg.study.widths)
+
+
+@pytest.mark.parametrize("T", [0.1995277731189261, 0.3, 1.0 / 3.0, 2.9999999999999996])
+def test_resolved_l2_times_stay_in_0_T_so_a_resolved_config_validates_again(T):
+    # found by the pipeline property test: T·7/7 rounded above T and the run refused its own
+    # resolved config
+    cfg = validate_config({"training": {"T": T}}).resolved()
+    assert max(cfg.study.l2_times) <= T
+    assert validate_config(cfg.model_dump()) == cfg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,10 +16,10 @@ from rnnlimit.kernels import (
     gram,
     monte_carlo,
     ntk,
-    quadrature_nodes,
     tile_shape,
     time_gram,
 )
+from rnnlimit.kerneltable import expectation_table, quadrature_nodes
 
 
 def _points(n: int, dim: int = 2, seed: int = 0) -> np.ndarray:
@@ -46,7 +48,7 @@ def test_relu_closed_form_matches_quadrature_to_kink_limited_accuracy() -> None:
 
 def test_default_quadrature_reaches_1e_10_on_tanh() -> None:
     z = _points(8)
-    default = ntk(KernelSpec("tanh"))
+    default = ntk(KernelSpec("tanh", method="quadrature"))
     reference = ntk(KernelSpec("tanh", quadrature_order=300, quadrature_rule="gauss_hermite"))
     # Gauss–Hermite at 300 nodes is independent of the trapezoid rule and good to ~1e-13 here
     np.testing.assert_allclose(default(z), reference(z), atol=1e-10)
@@ -125,8 +127,8 @@ def test_closed_form_equals_empirical_ntk_of_a_wide_network(m: int) -> None:
 
 @pytest.mark.parametrize("activation", ["erf", "relu", "tanh"])
 def test_gram_is_symmetric_and_positive_semidefinite(activation: str) -> None:
-    z = _points(40 if activation == "tanh" else 200)
-    k = gram(KernelSpec(activation), z)
+    z = _points(200)
+    k = gram(KernelSpec(activation), z)  # tanh: the tabulated kernel
     # entries are O(1) and built from the same float64 formulas: asymmetry is rounding only
     np.testing.assert_allclose(k, k.T, atol=1e-12)
     eigenvalues = np.linalg.eigvalsh(0.5 * (k + k.T))
@@ -165,10 +167,10 @@ def test_diag_matches_gram_diagonal() -> None:
         np.testing.assert_allclose(diag(spec, z), np.diag(ntk(spec)(z)), atol=1e-7)
 
 
-def test_auto_method_falls_back_to_quadrature_without_error() -> None:
+def test_auto_method_uses_closed_forms_else_the_table() -> None:
     assert ntk(KernelSpec("erf")).method_used == "closed"
     assert ntk(KernelSpec("relu")).method_used == "closed"
-    assert ntk(KernelSpec("tanh", method="auto")).method_used == "quadrature"
+    assert ntk(KernelSpec("tanh", method="auto")).method_used == "table"
     assert ntk(KernelSpec("erf", method="quadrature")).method_used == "quadrature"
 
 
@@ -235,3 +237,83 @@ def test_time_gram_reports_throughput() -> None:
     timing = time_gram(KernelSpec("erf"), 300, repeats=1)
     assert timing.method_used == "closed" and timing.dtype == "float64"
     assert timing.entries_per_second == pytest.approx(300**2 / timing.seconds)
+
+
+# --- the tabulated kernel (rnnlimit.kerneltable) -----------------------------------------------
+
+
+def _range_points(spec: KernelSpec, n: int, seed: int) -> np.ndarray:
+    """Uniform points in ``[-1, 1]^{d+m}`` plus the corners and centre, where ``Σ(z, z)`` takes
+    the ends of the table's range and ``ρ = ±1`` pairs occur."""
+    dim = spec.d + spec.m
+    corners = np.stack([np.ones(dim), -np.ones(dim), np.zeros(dim), np.r_[1.0, -np.ones(dim - 1)]])
+    return np.concatenate([corners, _points(n, dim, seed)])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        KernelSpec("tanh"),
+        KernelSpec("tanh", 1.3, 0.7, 0.4, d=1, m=2),
+        KernelSpec("tanh", d=7, m=1),  # Σ up to 9: the longest series
+    ],
+    ids=["d1m1", "d1m2-scales", "d7m1"],
+)
+def test_tanh_table_matches_quadrature_to_1e_8_across_the_range(spec: KernelSpec) -> None:
+    table = ntk(spec)
+    assert table.method_used == "table"
+    # the reference: the trapezoid rule at 300 nodes per axis (the table is built at ~100-160
+    # nodes); its error at Σ ≤ 9 is ~exp(-π²·300/(17·3)) ≈ 1e-25, far below the 1e-8 asked
+    reference = ntk(replace(spec, method="quadrature", quadrature_order=300))
+    z1, z2 = _range_points(spec, 24, 0), _range_points(spec, 16, 1)
+    z2 = np.concatenate([z2, z1[:6]])  # exact z = z' pairs: ρ = 1
+    for part in ("nngp", "grad"):
+        error = np.abs(np.asarray(table(z1, z2, part)) - np.asarray(reference(z1, z2, part)))
+        assert error.max() <= 1e-8, (part, error.max())
+    np.testing.assert_allclose(table.diag(z1), np.diag(reference(z1)), atol=1e-8)
+
+
+def test_erf_through_the_table_matches_its_closed_form() -> None:
+    for d, m in ((2, 1),):
+        closed = ntk(KernelSpec("erf", 1.2, 0.9, 0.8, d=d, m=m))
+        table = ntk(KernelSpec("erf", 1.2, 0.9, 0.8, d=d, m=m, method="table"))
+        assert table.method_used == "table"
+        z1, z2 = _points(300, d + m), _points(200, d + m, seed=3)
+        # Williams' arcsine formula is an independent route to the same expectations
+        for part in ("nngp", "grad"):
+            np.testing.assert_allclose(table(z1, z2, part), closed(z1, z2, part), atol=1e-8)
+
+
+def test_table_outside_its_range_falls_back_to_quadrature() -> None:
+    spec = KernelSpec("tanh")
+    far = np.array([[2.5, -1.5], [0.1, 0.2]])  # Σ(z, z) = 1 + 6.25 + 2.25 > 3 = the table's top
+    quadrature = ntk(replace(spec, method="quadrature"))
+    np.testing.assert_allclose(ntk(spec)(far, _points(5)), quadrature(far, _points(5)), atol=1e-14)
+    np.testing.assert_allclose(diag(spec, far), quadrature.diag(far), atol=1e-14)
+
+
+def test_table_of_a_kinked_activation_is_refused_naming_the_method() -> None:
+    # relu's kink at 0 makes the Chebyshev series converge only algebraically
+    with pytest.raises(ParameterError) as info:
+        ntk(KernelSpec("relu", method="table"))
+    assert info.value.parameter == "method"
+
+
+def test_table_coefficients_are_symmetric_and_drop_the_vanishing_parity() -> None:
+    table = expectation_table("tanh", *KernelSpec("tanh").a_range)
+    assert table is not None
+    # tanh is odd: E[σσ] is odd in ρ and E[σ'σ'] even, so one series each
+    assert [s.odd for s in table.nngp] == [True] and [s.odd for s in table.grad] == [False]
+    for series in (*table.nngp, *table.grad):
+        np.testing.assert_array_equal(series.coef, series.coef.transpose(1, 0, 2))
+
+
+def test_table_kernel_traces_with_closed_over_points() -> None:
+    """Inside a jitted caller the range check must not touch traced values (a closed-over
+    concrete point set is multiplied by traced ones there) and must give the same numbers."""
+    kernel_fn = ntk(KernelSpec("tanh", d=1, m=2))
+    z = jnp.asarray(_points(7, 3))
+    jitted = jax.jit(lambda x: kernel_fn.pair("both", x, z))(z)
+    np.testing.assert_allclose(jitted, kernel_fn(z, z), atol=1e-13)
+    slope = jax.jacfwd(lambda x: kernel_fn.pair("both", x[None], z)[0])(z[0])
+    assert slope.shape == (7, 3) and np.all(np.isfinite(slope))

@@ -109,15 +109,15 @@ def test_memory_law_samples_and_lipschitz_are_reported() -> None:
     np.testing.assert_allclose(res.h_at(_eval_grid(), 1), res.h[1], atol=1e-12)
 
 
-def test_activation_without_closed_form_falls_back_to_quadrature_and_says_so() -> None:
+def test_activation_without_closed_form_uses_the_kernel_table_and_says_so() -> None:
     problem = LimitProblem(
         FiniteChain(P3, V3), memoryless_target(_f), KernelSpec(activation="tanh"), memory=False
     )
     res = limit_solver(problem)(
         LimitNumerics(T=0.2, dt=0.1, M=64, grid=5), _eval_grid()[:2], estimate_error=False
     )
-    assert res.kernel_method == "quadrature"
-    assert any("quadrature" in note for note in res.notes)
+    assert res.kernel_method == "table"
+    assert any("tabulated quadrature" in note for note in res.notes)
 
 
 def test_non_contractive_memory_is_refused_unless_forced() -> None:

@@ -1,8 +1,10 @@
-"""The native truncated trainer (rnnlimit.native, _native/fused_train.c) against the JAX path."""
+"""The native trainer (rnnlimit.native, _native/fused_train.c), truncated and RTRL, against the
+JAX path; the one native/JAX boundary (native.decide); the build itself."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,22 @@ from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream
 from rnnlimit.errors import DivergenceError, ParameterError
 from rnnlimit.network import NetworkSpec, init_params
 from rnnlimit.train import train
+
+
+def test_native_extension_built_where_a_compiler_exists():
+    """`make test` must not pass with the native tests silently skipped: where a C compiler is on
+    PATH (so `pip install` builds the extension) and RNNLIMIT_NATIVE is not 0, it must load."""
+    if native._disabled():
+        pytest.skip("RNNLIMIT_NATIVE=0: the native kernels are disabled on purpose")
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler on PATH: the optional extension cannot have been built")
+    assert native.available(), (
+        f"a C compiler ({compiler}) exists but the native extension is unavailable: "
+        f"{native.unavailable_reason()}; rebuild it with `pip install -e .` (or set "
+        "RNNLIMIT_NATIVE=0 to run without it)"
+    )
+
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason=f"native kernel unavailable: {native.unavailable_reason()}"
@@ -53,18 +71,44 @@ def _same_record(a, b, tol=1e-12) -> None:
         np.testing.assert_allclose(a.trace[k], b.trace[k], rtol=tol, atol=tol, err_msg=k)
 
 
+# Tolerance: the native and JAX steps do the same arithmetic per unit in the same order; they
+# differ only in the order of the sums over units (g, ds), i.e. by a few ulps per step, and
+# these contracting runs (300 steps, N = 40) do not amplify that: observed differences are
+# below 3e-14 (relative); 1e-12 leaves room for other compilers' FMA contraction.
+_CASES = [
+    (d, m, act, clip)
+    for d, m in ((1, 1), (2, 1), (1, 2), (2, 2))
+    for act in ("erf", "tanh", "relu")
+    for clip in ("hard", "smooth")
+] + [(3, 3, "tanh", "smooth"), (4, 1, "relu", "hard")]
+
+
 @needs_native
-@pytest.mark.parametrize("activation", ["erf", "tanh", "relu"])
-@pytest.mark.parametrize("clip", ["hard", "smooth"])
-@pytest.mark.parametrize(("d", "m"), [(1, 1), (2, 1), (1, 2), (2, 2), (3, 3)])
-def test_native_equals_jax(activation, clip, d, m):
+@pytest.mark.parametrize("gradient", ["truncated", "rtrl"])
+@pytest.mark.parametrize(("d", "m", "activation", "clip"), _CASES)
+def test_native_equals_jax(gradient, activation, clip, d, m):
+    """Both gradients; the fused d, m <= 2 passes and the blocked generic one (3, 3), (4, 1)."""
     spec, params, stream = _setup(N=40, d=d, m=m, activation=activation, clip=clip)
     zs = np.random.default_rng(0).uniform(-1, 1, (7, d + m))
     kw = dict(alpha=2.0, eval_points=zs, eval_times=[0.0, 1.0, 3.3, 7.5], window=16, trace_stride=3)
-    rn = train(spec, params, stream, backend="native", **kw)
-    rj = train(spec, params, stream, backend="jax", **kw)
+    rn = train(spec, params, stream, gradient=gradient, backend="native", **kw)
+    rj = train(spec, params, stream, gradient=gradient, backend="jax", **kw)
     _same_record(rn, rj)
     assert np.all(np.isfinite(rn.loss))
+
+
+@needs_native
+@pytest.mark.parametrize(("d", "m", "N"), [(1, 1, 40), (2, 2, 40), (4, 3, 600)])
+def test_native_rtrl_differs_from_truncated_and_blocks_agree(d, m, N):
+    """RTRL is not truncated in disguise (the memory path moves the parameters), and the
+    generic pass over several blocks (N = 600 > 256 units per block) equals JAX (d = 4, m = 3)."""
+    spec, params, stream = _setup(N=N, d=d, m=m, K=200, clip="smooth")
+    kw = dict(alpha=2.0, window=20, backend="native")
+    rr = train(spec, params, stream, gradient="rtrl", **kw)
+    rt = train(spec, params, stream, gradient="truncated", **kw)
+    assert np.max(np.abs(np.asarray(rr.params.b) - np.asarray(rt.params.b))) > 1e-6
+    rj = train(spec, params, stream, gradient="rtrl", alpha=2.0, window=20, backend="jax")
+    _same_record(rr, rj)
 
 
 @needs_native
@@ -134,10 +178,10 @@ def test_backend_choice_is_checked(monkeypatch):
     spec, params, stream = _setup(N=10, K=20)
     with pytest.raises(ParameterError, match="backend"):
         train(spec, params, stream, backend="fortran")
-    with pytest.raises(ParameterError, match="truncated"):
-        train(spec, params, stream, gradient="rtrl", backend="native")
     p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
-    with pytest.raises(ParameterError, match="float64"):
+    # decide's first failed rule is the reason: availability comes before the dtype
+    why = "float64" if native.available() else "unavailable"
+    with pytest.raises(ParameterError, match=why):
         train(spec, p32, stream, backend="native")
     monkeypatch.setenv("RNNLIMIT_NATIVE", "0")
     assert not native.available()
@@ -148,11 +192,14 @@ def test_backend_choice_is_checked(monkeypatch):
 
 
 @needs_native
+@pytest.mark.parametrize("gradient", ["truncated", "rtrl"])
 @pytest.mark.parametrize(("d", "m", "activation"), [(1, 1, "erf"), (2, 2, "tanh"), (3, 2, "erf")])
-def test_native_two_threads_match_one_and_are_deterministic(monkeypatch, d, m, activation):
+def test_native_two_threads_match_one_and_are_deterministic(
+    monkeypatch, d, m, activation, gradient
+):
     monkeypatch.delenv("RNNLIMIT_NATIVE_THREADS", raising=False)
     spec, params, stream = _setup(N=4096, d=d, m=m, K=200, activation=activation)
-    kw = dict(alpha=2.0, window=50, trace_stride=7, backend="native")
+    kw = dict(alpha=2.0, window=50, trace_stride=7, backend="native", gradient=gradient)
     r1 = train(spec, params, stream, native_threads=1, **kw)
     r2 = train(spec, params, stream, native_threads=2, **kw)
     r2b = train(spec, params, stream, native_threads=2, **kw)
@@ -181,3 +228,52 @@ def test_native_threads_resolution(monkeypatch):
     spec, params, stream = _setup(N=8, K=20)
     with pytest.raises(ParameterError):
         train(spec, params, stream, native_threads=3)
+
+
+@needs_native
+def test_decide_applies_one_set_of_rules_to_every_kernel(monkeypatch):
+    f64, f32 = np.float64, np.float32
+    cpu = dict(platform="cpu")
+    assert native.decide("train", dtype=f64, d=1, m=1, activation="erf", **cpu) == (True, "")
+    assert native.decide("limit", dtype=f64, d=1, m=2, **cpu) == (True, "")
+    assert native.decide("seq", dtype=f32, d=5, m=1, activation="tanh", **cpu) == (True, "")
+    no = {
+        "jax": native.decide("train", backend="jax", dtype=f64, d=1, m=1, **cpu),
+        "float64": native.decide("train", dtype=f32, d=1, m=1, **cpu),
+        "float32": native.decide("seq", dtype=f64, d=1, m=1, **cpu),
+        f"<= {native.MAX_DM}": native.decide("train", dtype=f64, d=native.MAX_DM + 1, m=1, **cpu),
+        "d + m <= 3": native.decide("limit", dtype=f64, d=2, m=2, **cpu),
+        "grid basis": native.decide("limit", dtype=f64, d=1, m=1, grid=False, **cpu),
+        "'sigmoid'": native.decide("seq", dtype=f32, d=1, m=1, activation="sigmoid", **cpu),
+        "gpu": native.decide("train", dtype=f64, d=1, m=1, platform="gpu"),
+    }
+    for words, (use, why) in no.items():
+        assert not use and words in why, (words, why)
+    # an accelerator only steers "auto"; an explicit "native" still runs on the host
+    assert native.decide("train", backend="native", dtype=f64, d=1, m=1, platform="gpu")[0]
+    with pytest.raises(ParameterError, match=r"backend.*float64"):
+        native.choose("limit", backend="native", dtype=f32, d=1, m=1, **cpu)
+    assert not native.choose("limit", backend="auto", dtype=f32, d=1, m=1, **cpu)
+    monkeypatch.setenv("RNNLIMIT_NATIVE", "0")
+    for kernel, dt in (("train", f64), ("limit", f64), ("seq", f32)):
+        use, why = native.decide(kernel, dtype=dt, d=1, m=1, **cpu)
+        assert not use and "RNNLIMIT_NATIVE=0" in why
+        with pytest.raises(ParameterError, match="backend"):
+            native.choose(kernel, backend="native", dtype=dt, d=1, m=1, **cpu)
+
+
+@needs_native
+def test_library_with_other_size_limits_is_refused(monkeypatch):
+    """The C limits (rnnlimit_native.h) are read back at load: a Python-side constant that
+    disagrees makes the library unavailable, with the reason, instead of overrunning buffers."""
+    assert native.available()
+    try:
+        for name in ("MAX_DM", "PIC_MAX_M", "SEQ_LANES"):
+            monkeypatch.setattr(native, name, getattr(native, name) + 1)
+            native._load.cache_clear()
+            assert not native.available()
+            assert "size limits differ" in native.unavailable_reason(), name
+            monkeypatch.undo()
+    finally:
+        native._load.cache_clear()
+    assert native.available()

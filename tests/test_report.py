@@ -141,7 +141,7 @@ def test_converge_report_writes_all_figures_md_and_html(tmp_path: Path) -> None:
 def test_reading_states_rate_floor_contraction_and_wall_times(tmp_path: Path) -> None:
     lines = " ".join(reading(load_run(make_run_dir(tmp_path, "converge"))))
     assert "consistent with the theoretical" in lines and "NOT consistent" not in lines
-    assert "too few widths" in lines  # sup_l2_pi has no CI
+    assert "sup_l2_pi: error ∝ N^-0.490, 95% CI n/a (6 runs): inconclusive" in lines  # no CI
     assert "N = 1600" in lines and "floor" in lines
     assert "contraction" in lines and "Wall times" in lines and "Limit loss" in lines
 
@@ -200,3 +200,47 @@ def test_finite_memory_samples_accepts_blocked_and_timed_traces() -> None:
     padded = {"trace_s": np.array([[[np.nan], [0.1]], [[0.2], [0.3]]])}
     assert [len(b) for b in finite_memory_samples(padded, times)] == [1, 2]
     assert finite_memory_samples({}, times) == []
+
+
+def test_a_diverged_task_is_named_and_left_out_of_means_and_the_floor_line(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path, "converge")
+    res = json.loads((run / "results.json").read_text())
+    bad = res["tasks"][0]  # N = 100, seed 0
+    bad.update(diverged_at=37, diverged_t=0.37, sup_rms_grid=None, sup_l2_pi=None,
+               diverged_what="network output became non-finite at step k=37")  # fmt: skip
+    res["rates"]["sup_rms_grid"]["excluded"] = [[100, 0]]
+    (run / "results.json").write_text(json.dumps(res))
+    lines = reading(load_run(run))
+    text = " ".join(lines)
+    assert lines[0].startswith("1 of 6 finite runs DIVERGED")
+    assert "N = 100 seed 0 at step 37 (t = 0.37): network output became non-finite" in lines[0]
+    other = next(t["sup_rms_grid"] for t in res["tasks"] if t["N"] == 100 and t["seed"] == 1)
+    assert f"N = 100: sup_rms_grid = {other:.3g}" in text  # the mean of the seed that did not
+    assert "1 diverged runs left out" in text
+    md = write_report(run)["report_md"].read_text()
+    assert "| 100 | 0 | – | – |" in md and "| 37 | 0.37 |" in md
+
+
+def test_a_diverged_limit_claims_no_contraction_error_or_rate(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    msg = "the truncated limit h_t diverged by t = 0.2 (|h_t| reached 1e+30 ...)"
+    diverged = {"step": 2, "t": 0.2, "message": msg}
+    results = {"schema_version": 2, "kind": "converge", "gradient": "truncated", "tasks": [],
+               "config": {"training": {"alpha": 900.0}}, "rate": None, "rates": {},
+               "limit": {"gradient": "truncated", "diverged": diverged}}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(results))
+    text = " ".join(reading(load_run(run)))
+    assert text.startswith("DIVERGED: " + msg) and "were not trained" in text
+    assert "is a contraction" not in text and "Lipschitz" not in text and "Fitted" not in text
+    md = write_report(run)["report_md"].read_text()
+    assert "| diverged | " + msg in md
+
+
+def test_solver_error_large_against_the_limit_scale_is_a_warning(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path, "converge")
+    res = json.loads((run / "results.json").read_text())
+    res["limit"]["error"] = {"dt": 0.14, "M": 1e-3, "basis": 5e-4, "lag": 1e-4, "total": 0.14}
+    (run / "results.json").write_text(json.dumps(res))  # schema 1: warnings recomputed
+    warnings = [ln for ln in reading(load_run(run)) if ln.startswith("WARNING")]
+    assert len(warnings) == 1 and "dt error 0.14" in warnings[0] and "limit.dt" in warnings[0]

@@ -70,7 +70,8 @@ def test_run_study_writes_every_file_of_the_run_directory(reference):
     run_dir, results, stages = reference
     assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
     assert finished_tasks(run_dir) == {(N, s) for N in (40, 80) for s in (0, 1)}
-    assert results["schema_version"] == 1 and results["kind"] == "converge"
+    assert results["schema_version"] == 2 and results["kind"] == "converge"
+    assert results["gradient"] == "truncated" and results["other_limit"] is None
     assert len(results["tasks"]) == 4 and results["rate"]["n_points"] == 4
     assert results["rate"]["floor"] is None  # estimate_error = false
     assert set(results["rates"]) == {"sup_rms_grid", "sup_l2_pi"}
@@ -90,7 +91,8 @@ def test_run_study_writes_every_file_of_the_run_directory(reference):
     toml = (run_dir / "config.toml").read_text()
     assert "[provenance]" in toml and "jax = " in toml
     header = (run_dir / "errors.csv").read_text().splitlines()
-    assert header[0] == "N,seed,metric,value" and len(header) == 1 + 8
+    assert header[0] == "N,seed,limit,metric,value" and len(header) == 1 + 8
+    assert all(row.split(",")[2] == "truncated" for row in header[1:])
     assert not list(run_dir.rglob("*.tmp"))
 
 

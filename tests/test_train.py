@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import erf as np_erf
 
+from rnnlimit import native
 from rnnlimit.chains import AR1Chain, FilterTarget, Stream, sample_stream
 from rnnlimit.errors import DivergenceError, ParameterError, StreamError
 from rnnlimit.network import NetworkSpec, init_params, output_batch, rtrl_update
@@ -109,7 +110,12 @@ def test_truncated_train_equals_reference_loop(d, m, activation, clip):
     np.testing.assert_allclose(rec.memory_std, ss.std(axis=1), rtol=1e-6, atol=1e-7)
 
 
-def test_rtrl_train_equals_python_loop_of_rtrl_update():
+@pytest.mark.parametrize("backend", ["jax", "native"])
+def test_rtrl_train_equals_python_loop_of_rtrl_update(backend):
+    """Both trainers against a Python loop of network.rtrl_update (itself checked against
+    jax.jacfwd in test_network.py); the native one does the same sums in another order."""
+    if backend == "native" and not native.available():
+        pytest.skip(native.unavailable_reason())
     K = 200
     spec, params, stream = _setup(N=32, d=2, m=2, K=K, clip="smooth")
     alpha = 1.5
@@ -123,7 +129,7 @@ def test_rtrl_train_equals_python_loop_of_rtrl_update():
         p, J, g = update(spec, p, J, stream.x[k], s, stream.y[k], eta)
         losses.append(0.5 * float(jnp.sum((stream.y[k] - g) ** 2)))
         s = jnp.tanh(g)
-    rec = train(spec, params, stream, alpha=alpha, gradient="rtrl", window=K)
+    rec = train(spec, params, stream, alpha=alpha, gradient="rtrl", window=K, backend=backend)
     _close(rec.params, _np(p), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(rec.loss, [np.mean(losses)], rtol=1e-10)
     assert rec.gradient == "rtrl"
@@ -273,6 +279,29 @@ def test_divergence_raises_with_step_and_record():
     assert np.all(rec.window_t * spec.N <= err.step)
     assert np.all(np.isfinite(rec.loss))
     assert rec.outputs.shape[0] == 1
+
+
+@pytest.mark.parametrize("backend", ["jax", "native"])
+@pytest.mark.parametrize("gradient", ["truncated", "rtrl"])
+def test_runaway_growth_stops_while_still_finite(backend, gradient):
+    """α = 100 makes the output grow like 1e150 long before it overflows: the run must stop at
+    the first step with |ĝ_k| > output_bound (read off an unbounded reference run's trace), not
+    hundreds of steps later at the first non-finite value."""
+    if backend == "native" and not native.available():
+        pytest.skip(native.unavailable_reason())
+    spec, params, stream = _setup(N=10, K=400)
+    kw = dict(alpha=100.0, window=5, gradient=gradient)
+    with pytest.raises(DivergenceError) as ref:
+        train(spec, params, stream, trace_stride=1, output_bound=1e300, backend="jax", **kw)
+    g = np.abs(ref.value.record.trace["g"][:, 0])  # ĝ_k for k < the non-finite step
+    beyond = np.flatnonzero(g > 1e6)
+    assert beyond.size and np.all(np.isfinite(g))
+    with pytest.raises(DivergenceError, match="exceeded 1e\\+06") as info:
+        train(spec, params, stream, backend=backend, **kw)
+    assert info.value.step == beyond[0] < ref.value.step
+    rec = info.value.record
+    assert rec.steps_done == beyond[0] and np.all(np.isfinite(rec.loss))
+    assert all(np.all(np.isfinite(np.asarray(getattr(rec.params, k)))) for k in "cwbu")
 
 
 # --------------------------------------------------------------------------- fastmath

@@ -207,7 +207,7 @@ class GridBasis:
         return trace.at[rows, idx].add(w[:, :, None, None] * P[:, None, :, :])
 
     def design(self, aux: GridAux, z: Array) -> Array:
-        return ntk(self.kernel)._pair("both", z, aux.nodes)
+        return ntk(self.kernel).pair("both", z, aux.nodes)
 
     def expansion(self, aux: GridAux, R: Array, z: Array) -> Array:
         return aux.h0(z) + aux.alpha * self.design(aux, z) @ R

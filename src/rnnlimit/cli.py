@@ -4,6 +4,8 @@ Every command that computes writes one run directory (docs/results-format.md) an
 report; ``report`` re-draws a report from an existing run directory. Any
 :class:`rnnlimit.errors.RnnlimitError`, and any config parse/validation error, ends the command
 with one line ``error: <message>`` on stderr and exit code 2; what was already written stays.
+A run in which anything diverged (the limit, or a finite network) writes its report, which says
+what diverged, and then ends the same way: one line naming the cause, exit code 2.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -30,14 +33,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from rnnlimit.errors import ParameterError, RnnlimitError
+from rnnlimit.errors import ContractionError, DivergenceError, ParameterError, RnnlimitError
 
 app = typer.Typer(
     name="rnnlimit",
     help=(
         "Wide output-feedback RNNs trained online on one ergodic stream, and their "
-        "infinite-width limit h_t (see MODEL.md). Start with `rnnlimit demo`; write your own "
-        "study with `rnnlimit config --example > my.toml` and `rnnlimit converge my.toml`."
+        "infinite-width limit h_t (see docs/model.md). Start with `rnnlimit demo`; write your "
+        "own study with `rnnlimit config --example > my.toml` and `rnnlimit converge my.toml`. "
+        "A run in which something diverged writes its report, then exits with code 2 and one "
+        "line naming the cause."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -118,6 +123,19 @@ def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
         yield
     except ParameterError as exc:
         _fail(str(exc))
+    except ContractionError as exc:  # the library's "force=True" is no config key: say what is
+        when = re.search(r"\(at t = [^)]*\)", str(exc))
+        remedy = (
+            "lower training.alpha, or network.sigma_b (how strongly the memory feeds back)"
+            if when
+            else "this is the initial function h_0, before any training: lower network.sigma_b "
+            "(how strongly the memory feeds back) or set network.antisymmetric = true"
+        )
+        _fail(
+            "the limit's memory map s -> psi(h_t(x, s)) is not a contraction (Lipschitz constant "
+            f"{exc.lipschitz:.4g} >= 1{' ' + when[0][1:-1] if when else ' at t = 0'}), so the "
+            f"memory law pi_t is not well posed: {remedy}{kept}"
+        )
     except RnnlimitError as exc:
         _fail(f"{exc}{kept}")
     except pydantic.ValidationError as exc:
@@ -132,7 +150,12 @@ def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
         _fail(f"interrupted{kept}")
 
 
-STAGES = {"limit": "limit h_t (Δt steps)", "tasks": "networks (N, seed)", "train": "training steps"}
+STAGES = {
+    "limit": "limit h_t (Δt steps)",
+    "other_limit": "other gradient's limit",
+    "tasks": "networks (N, seed)",
+    "train": "training steps",
+}
 
 
 @contextlib.contextmanager
@@ -187,14 +210,50 @@ def _set_precision(cfg: Any) -> None:
         rnnlimit.enable_float64()
 
 
+def diverged_cause(results: dict[str, Any]) -> str | None:
+    """One sentence naming what diverged in a run (``results.json``), or ``None``."""
+    parts = []
+    for key in ("limit", "other_limit"):
+        d = (results.get(key) or {}).get("diverged")
+        if d:
+            parts.append(d.get("message") or f"the {key} diverged")
+    tasks = results.get("tasks") or []
+    bad = [t for t in tasks if t.get("diverged_at") is not None]
+    if bad:
+        named = ", ".join(f"N = {t['N']} seed {t['seed']} at step {t['diverged_at']}" for t in bad)
+        what = bad[0].get("diverged_what") or "diverged"
+        parts.append(
+            f"{len(bad)} of {len(tasks)} networks diverged ({named}; first: {what}) and are "
+            "left out of the errors and the rate; lower training.alpha "
+            f"({(results.get('config') or {}).get('training', {}).get('alpha')})"
+        )
+    return "; ".join(parts) or None
+
+
 def _report(run_dir: Path) -> None:
-    """Write the report of ``run_dir`` and print its reading of the numbers."""
+    """Write the report of ``run_dir`` and print its reading of the numbers; if anything in the
+    run diverged, end instead with one line naming it (exit code 2)."""
     from rnnlimit.report import load_run, reading, recorded_reading, write_report
 
     paths = write_report(run_dir)
-    for line in reading(load_run(run_dir)) + recorded_reading(run_dir):
+    run = load_run(run_dir)
+    if cause := diverged_cause(run.results):
+        _fail(f"{cause}; the report says what diverged: {paths['report_html']}")
+    for line in reading(run) + recorded_reading(run_dir):
         out.print(f"  • {line}", markup=False, highlight=False)
     out.print(f"report: {paths['report_html']}  (and {paths['report_md'].name})", markup=False)
+
+
+@contextlib.contextmanager
+def _divergence_reported(run_dir: Path) -> Iterator[None]:
+    """A limit that diverged stops the study (:class:`DivergenceError`) after ``results.json``
+    says so: write the report of what there is, then one line naming the cause."""
+    try:
+        yield
+    except DivergenceError as exc:
+        if (run_dir / "results.json").is_file():
+            _report(run_dir)  # ends with the one-line cause
+        _fail(str(exc))
 
 
 @app.command()
@@ -214,7 +273,7 @@ def demo(
     """Run the built-in convergence study and write its report.
 
     Trains finite networks of several widths N on one clipped AR(1) stream with the filter
-    target Y_k = 0.6 Y_{k-1} + 0.4 sin(2 X_k) (MODEL.md §5), solves the limit h_t, and shows
+    target Y_k = 0.6 Y_{k-1} + 0.4 sin(2 X_k) (docs/model.md §5), solves the limit h_t, and shows
     the distance between them shrinking like N^(-1/2). Writes the run directory (config.toml,
     results.json, errors.csv, loss.csv, limit.npz, tasks/) plus figures/, report.md and
     report.html. The full study takes a few minutes on 2 CPU cores. With --data NAME the
@@ -229,7 +288,7 @@ def demo(
         cfg = demo_config(quick) if data is None else recorded_demo_config(data, quick)
         _set_precision(cfg)
         out.print(f"demo study -> {run_dir}", markup=False)
-        with _progress(cfg) as progress:
+        with _divergence_reported(run_dir), _progress(cfg) as progress:
             run_study(cfg, run_dir, workers=_workers(None, cfg), progress=progress)
         _report(run_dir)
 
@@ -281,7 +340,7 @@ def limit(config: ConfigArg, out_dir: OutOpt = None) -> None:
     run_dir = _run_dir(out_dir, "limit")
     with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress(cfg) as progress:
+        with _divergence_reported(run_dir), _progress(cfg) as progress:
             write_limit_run(cfg, run_dir, progress=progress)
         _report(run_dir)
 
@@ -297,18 +356,20 @@ def converge(
 ) -> None:
     """Measure the convergence of the finite networks to the limit as N grows.
 
-    Solves the limit, trains every (N, seed) of CONFIG, and measures sup over t of the RMS
-    distance between g^N and h_t on the evaluation grid and at points drawn from π_t; fits the
-    rate (slope of log error vs log N, with a 95% CI) above the limit's own error floor. Writes
-    the full run directory (config.toml, results.json, errors.csv, errors_t.csv, loss.csv,
-    limit.npz, tasks/) and its report. With --resume, finished tasks are not recomputed.
+    Solves the limit of the networks' own gradient (training.gradient: truncated or rtrl; with
+    limit.both_gradients the other one too), trains every (N, seed) of CONFIG, and measures sup
+    over t of the RMS distance between g^N and h_t on the evaluation grid and at points drawn
+    from π_t; fits the rate (slope of log error vs log N, with a 95% CI and a verdict) over the
+    runs that did not diverge, next to the limit's own error floor. Writes the full run
+    directory (config.toml, results.json, errors.csv, errors_t.csv, loss.csv, limit.npz,
+    tasks/) and its report. With --resume, finished tasks are not recomputed.
     """
     from rnnlimit.compare import run_study
 
     run_dir = _run_dir(out_dir, "converge")
     with _errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress(cfg) as progress:
+        with _divergence_reported(run_dir), _progress(cfg) as progress:
             run_study(
                 cfg,
                 run_dir,

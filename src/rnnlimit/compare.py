@@ -8,7 +8,15 @@ is trained on its own stream and evaluated at the same points and times::
     sup_l2_pi    = sup_{t ∈ l2_times} ( mean_{Z ∼ π_t} |g^N_{⌊Nt⌋}(Z) − h_t(Z)|² )^(1/2)
 
 and the rate is the log-log least-squares slope of the error in N (expected near −1/2 until the
-floor). Data flows one way: chains → (network | limit) → compare → report. Record and l2 times
+floor), with a verdict that weighs the evidence (:mod:`rnnlimit.verdicts`). Each network is
+compared with the limit of its own gradient (``training.gradient``: §4 truncated, §4b RTRL);
+``limit.both_gradients`` also solves the other limit, and every task then gets its distance to
+that one too (``other_*``) and the limit arrays the gap between the two. A run that diverged
+(non-finite, or beyond :data:`rnnlimit.verdicts.RUNAWAY`) gives no error and no rate: a task is
+marked ``diverged_at`` and left out of the fit; a diverged limit stops the study with a
+:class:`~rnnlimit.errors.DivergenceError` after ``results.json`` says so
+(:mod:`rnnlimit.studylimits`). Data flows one way: chains → (network | limit) → compare →
+report. Record and l2 times
 are snapped to the limit's time grid ``k·T/n_steps`` so both sides are compared at one time.
 What a run leaves on disk, and its resumption, is :mod:`rnnlimit.rundir`.
 """
@@ -23,7 +31,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 import rnnlimit
 from rnnlimit import forecast, rundir, sweep
@@ -37,7 +44,20 @@ from rnnlimit.rundir import METRICS, Progress
 from rnnlimit.rundir import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported (public before rundir)
 from rnnlimit.rundir import run_kind as run_kind
 from rnnlimit.rundir import versions as versions
+from rnnlimit.studylimits import (
+    check_limit,
+    limit_failure,
+    nonfinite_limit,
+    other_limit_arrays,
+    other_view,
+    summarize_limit,
+    task_divergence,
+)
+from rnnlimit.studylimits import step_index as _step_index
 from rnnlimit.train import train
+from rnnlimit.verdicts import RUNAWAY
+from rnnlimit.verdicts import fit_rate as fit_rate  # re-exported (public before verdicts)
+from rnnlimit.verdicts import study_rates as _study_rates
 
 N_TRACE = 2000  # finite-network memory samples kept per task, over all l2 times
 
@@ -76,30 +96,41 @@ def _precision(cfg: ExperimentConfig) -> Any:
     return jnp.float32
 
 
-def _step_index(times: np.ndarray, wanted: np.ndarray, scale: float) -> np.ndarray:
-    """Index into ``times`` of each ``wanted`` time, matched on the step ``round(t·scale)``;
-    -1 where absent."""
-    have = {int(k): i for i, k in enumerate(np.round(np.asarray(times) * scale))}
-    return np.asarray([have.get(int(k), -1) for k in np.round(np.asarray(wanted) * scale)])
-
-
 # --------------------------------------------------------------------------- the limit
 
 
-def run_limit(cfg: ExperimentConfig, progress: Progress = None) -> LimitResult:
-    """Solve ``∂_t h_t = α E_{π_t}[A(z, Z)(Y − h_t(Z))]`` on the grid at the record and l2 times,
-    keeping samples of π_t at the l2 times; with ``limit.estimate_error`` also its error."""
+def run_limit(
+    cfg: ExperimentConfig, progress: Progress = None, gradient: str | None = None
+) -> LimitResult:
+    """Solve the limit of ``gradient`` (default ``training.gradient``: for truncated training
+    ``∂_t h_t = α E_{π_t}[A(z, Z)(Y − h_t(Z))]``, for RTRL the trace-carrying drift of §4b) on
+    the grid at the record and l2 times, keeping samples of π_t at the l2 times; with
+    ``limit.estimate_error`` also its error. Raises :class:`DivergenceError` when ``h_t`` or
+    ``L(t)`` runs away (:func:`check_limit`)."""
     cfg = validate_config(cfg).resolved()
     _precision(cfg)
-    solver = limit_solver(cfg.limit_problem())
-    return solver(
-        cfg.limit_numerics(),
-        eval_grid(cfg),
-        np.union1d(record_times(cfg), l2_times(cfg)),
-        memory_times=l2_times(cfg),
-        estimate_error=cfg.limit.estimate_error,
-        progress=None if progress is None else lambda k, n: progress("limit", k, n),
-    )
+    gradient = gradient or cfg.training.gradient
+    stage = "limit" if gradient == cfg.training.gradient else "other_limit"
+    solver = limit_solver(cfg.limit_problem(gradient))
+    try:
+        result = solver(
+            cfg.limit_numerics(),
+            eval_grid(cfg),
+            np.union1d(record_times(cfg), l2_times(cfg)),
+            memory_times=l2_times(cfg),
+            estimate_error=cfg.limit.estimate_error,
+            progress=None if progress is None else lambda k, n: progress(stage, k, n),
+        )
+    except ParameterError as err:
+        if err.parameter == "dt" and "non-finite" in str(err):  # the solver's own check
+            raise nonfinite_limit(cfg, gradient, str(err)) from None
+        if err.parameter != "dt":
+            raise
+        # the stability bound on dt: name the config keys
+        msg = str(err).split(": ", 1)[-1].replace("(or alpha)", "(or training.alpha)")
+        raise ParameterError("limit.dt", msg) from None
+    check_limit(cfg, result, gradient)
+    return result
 
 
 def limit_arrays(
@@ -140,14 +171,31 @@ def limit_arrays(
             "beta = 1/2 without antisymmetric init: g^N_0 is a Gaussian process, so each "
             "network is compared with the limit started from its own g^N_0"
         )
-    summary = dict(
-        wall_time=result.wall_time if wall_time is None else wall_time,
-        solve_time=result.wall_time, error=result.error, representation=result.representation,
-        kernel_method=result.kernel_method, notes=notes,
-        lipschitz_max=float(np.max(result.lipschitz)),
-    )  # fmt: skip
-    out["summary_json"] = np.asarray(json.dumps(sweep.jsonable(summary)))
+    out["summary_json"] = np.asarray(
+        json.dumps(sweep.jsonable(summarize_limit(cfg, result, wall_time, notes)))
+    )
     return out
+
+
+def solve_limits(
+    cfg: ExperimentConfig, progress: Progress = None
+) -> tuple[dict[str, np.ndarray], LimitResult]:
+    """Everything of ``limit.npz``: the limit of ``training.gradient`` and, with
+    ``limit.both_gradients``, the other gradient's (its divergence is noted, not raised); and
+    the reference limit's :class:`LimitResult`."""
+    start = time.perf_counter()
+    result = run_limit(cfg, progress)
+    lim = limit_arrays(cfg, result, time.perf_counter() - start)
+    if not cfg.limit.both_gradients:
+        return lim, result
+    start = time.perf_counter()
+    try:
+        other = run_limit(cfg, progress, cfg.other_gradient)
+    except DivergenceError as err:
+        summary = json.loads(str(lim["summary_json"]))
+        summary["other"] = dict(gradient=cfg.other_gradient, diverged=limit_failure(cfg, err))
+        return {**lim, "summary_json": np.asarray(json.dumps(sweep.jsonable(summary)))}, result
+    return {**lim, **other_limit_arrays(cfg, lim, other, time.perf_counter() - start)}, result
 
 
 def _conditional(cfg: ExperimentConfig) -> bool:
@@ -155,11 +203,14 @@ def _conditional(cfg: ExperimentConfig) -> bool:
     return cfg.network.beta == 0.5 and not cfg.network.antisymmetric
 
 
-def conditional_limit(cfg: ExperimentConfig, spec: Any, params: Any) -> LimitResult:
-    """The limit started from the network's own initial function, ``h_0 = g^N_0`` (MODEL.md §4:
-    compare conditionally on the Gaussian-process draw). Solved without an error estimate; the
-    study's shared limit (from ``h_0 = 0``) keeps the error floor."""
-    solver = limit_solver(cfg.limit_problem())
+def conditional_limit(
+    cfg: ExperimentConfig, spec: Any, params: Any, gradient: str | None = None
+) -> LimitResult:
+    """The limit (of ``gradient``, default ``training.gradient``) started from the network's
+    own initial function, ``h_0 = g^N_0`` (MODEL.md §4: compare conditionally on the
+    Gaussian-process draw). Solved without an error estimate; the study's shared limit (from
+    ``h_0 = 0``) keeps the error floor."""
+    solver = limit_solver(cfg.limit_problem(gradient))
 
     def h0(z: jax.Array) -> jax.Array:
         return output_batch(spec, params, z)
@@ -172,8 +223,18 @@ def conditional_limit(cfg: ExperimentConfig, spec: Any, params: Any) -> LimitRes
 
 def _task_limit(lim: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The part of the limit a task needs (sent to worker processes)."""
-    keys = ("times", "h", "memory_times")
-    return {k: v for k, v in lim.items() if k in keys or k.startswith(("pi_points_", "h_pi_"))}
+    keys = ("times", "h", "memory_times", "other_h")
+    prefixes = ("pi_points_", "h_pi_", "other_h_pi_")
+    return {k: v for k, v in lim.items() if k in keys or k.startswith(prefixes)}
+
+
+def _conditional_task_limit(cfg: ExperimentConfig, spec: Any, params: Any, other: bool) -> dict:
+    """:func:`_task_limit` of the limit(s) started from the network's own ``g^N_0``."""
+    full = limit_arrays(cfg, conditional_limit(cfg, spec, params))
+    if other:
+        res = conditional_limit(cfg, spec, params, cfg.other_gradient)
+        full.update(other_limit_arrays(cfg, full, res, 0.0))
+    return _task_limit(full)
 
 
 # --------------------------------------------------------------------------- one task
@@ -220,12 +281,12 @@ def study_task(
     )  # fmt: skip
     params = init_params(spec, jax.random.PRNGKey(seed), dtype)
     if lim is not None and _conditional(cfg):
-        lim = _task_limit(limit_arrays(cfg, conditional_limit(cfg, spec, params)))
+        lim = _conditional_task_limit(cfg, spec, params, "other_h" in lim)
     rec_t, l2 = record_times(cfg), l2_times(cfg)
     grid = eval_grid(cfg)
     pi = [] if lim is None else [lim[f"pi_points_{i}"] for i in range(len(l2))]
     stride = max(1, K // (4 * N_TRACE))
-    diverged_at = None
+    diverged_at, diverged_what = None, None
     try:
         rec = train(
             spec, params, stream, alpha=cfg.training.alpha, gradient=cfg.training.gradient,
@@ -234,10 +295,15 @@ def study_task(
             progress=None if progress is None else lambda k, n: progress("train", k, n),
         )  # fmt: skip
     except DivergenceError as err:
-        rec, diverged_at = err.record, int(err.step)
+        rec, diverged_at, diverged_what = err.record, int(err.step), str(err).split(";")[0]
+    diverged_at, diverged_what = task_divergence(rec, N, diverged_at, diverged_what)
+    stop = np.inf if diverged_at is None else diverged_at
+    reached = np.round(rec.eval_times * N) < stop
+    loss = np.where(np.round(rec.window_t * N) < stop, rec.loss, np.nan)
 
     def at(times: np.ndarray) -> np.ndarray:
         idx = _step_index(rec.eval_times, times, N)
+        idx[idx >= 0] = np.where(reached[idx[idx >= 0]], idx[idx >= 0], -1)
         out = np.full((len(times), rec.eval_points.shape[0], spec.m), np.nan)
         out[idx >= 0] = rec.outputs[idx[idx >= 0]]
         return out
@@ -251,18 +317,23 @@ def study_task(
         trace_t[i, : len(rows)] = rec.trace["k"][rows] / N
     out: dict[str, Any] = dict(
         N=int(N), seed=int(seed), steps=int(rec.steps_done), diverged_at=diverged_at,
+        diverged_t=None if diverged_at is None else diverged_at / N, diverged_what=diverged_what,
         eval_times=rec_t, outputs=at(rec_t)[:, : len(grid)], window_t=rec.window_t,
-        loss=rec.loss, memory_mean=rec.memory_mean, memory_std=rec.memory_std,
+        loss=loss, memory_mean=rec.memory_mean, memory_std=rec.memory_std,
         trace_s=trace_s, trace_t=trace_t,
     )  # fmt: skip
-    out["loss_first"] = float(rec.loss[0]) if rec.loss.size else None
-    out["loss_last"] = float(rec.loss[-1]) if rec.loss.size else None
+    out["loss_first"] = float(loss[0]) if loss.size else None
+    out["loss_last"] = float(loss[-1]) if loss.size else None
     if lim is not None:
         g_l2 = at(l2)
         offsets = np.cumsum([len(grid), *(len(p) for p in pi)])
         for i in range(len(l2)):
             out[f"outputs_pi_{i}"] = g_l2[i, offsets[i] : offsets[i + 1]]
         out.update(task_errors(out, lim))
+        if "other_h" in lim:
+            out.update({f"other_{k}": v for k, v in task_errors(out, other_view(lim)).items()})
+        if diverged_at is not None:  # no sup over [0, T] from a run that did not reach T
+            out.update({m: float("nan") for m in (*METRICS, *(f"other_{m}" for m in METRICS))})
     if forecast.recorded(cfg):
         out.update(forecast.network_forecast(cfg, spec, rec.params))
     out["wall_time"] = time.perf_counter() - start
@@ -293,47 +364,7 @@ def task_errors(task: dict[str, Any], limit: dict[str, np.ndarray] | LimitResult
     return dict(sup_rms_grid=sup(rms_t), sup_l2_pi=sup(l2_t), rms_grid_t=rms_t, l2_pi_t=l2_t)
 
 
-def fit_rate(Ns: Any, errors: Any) -> dict[str, Any]:
-    """Least-squares fit ``log e = log C + slope · log N`` over the finite positive points.
-
-    Returns ``slope``, ``ci95`` (t-distribution, n−2 degrees of freedom; NaN for n ≤ 2),
-    ``stderr``, ``intercept = C`` (so ``e ≈ C N^slope``), ``log_intercept`` and ``n_points``.
-    """
-    N, e = np.asarray(Ns, float).ravel(), np.asarray(errors, float).ravel()
-    if N.shape != e.shape:
-        raise ParameterError("errors", f"must match Ns in length ({N.size}), got {e.size}")
-    ok = np.isfinite(N) & np.isfinite(e) & (N > 0) & (e > 0)
-    x, y = np.log(N[ok]), np.log(e[ok])
-    n = int(x.size)
-    nan = float("nan")
-    out: dict[str, Any] = dict(slope=nan, ci95=[nan, nan], stderr=nan, intercept=nan)
-    out.update(log_intercept=nan, n_points=n)
-    sxx = float(np.sum((x - x.mean()) ** 2)) if n else 0.0
-    if n < 2 or sxx <= 0.0:
-        return out
-    slope = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
-    a = float(y.mean() - slope * x.mean())
-    out.update(slope=slope, intercept=float(np.exp(a)), log_intercept=a)
-    if n > 2:
-        resid = y - (a + slope * x)
-        se = float(np.sqrt(np.sum(resid**2) / (n - 2) / sxx))
-        q = float(stats.t.ppf(0.975, n - 2))
-        out.update(stderr=se, ci95=[slope - q * se, slope + q * se])
-    return out
-
-
 # --------------------------------------------------------------------------- run directories
-
-
-def study_rates(tasks: list[dict[str, Any]], floor: float | None) -> dict[str, dict[str, Any]]:
-    """:func:`fit_rate` of each metric over the tasks that did not diverge, with the limit's
-    own error ``floor`` (below which no rate can be seen)."""
-    ok = [t for t in tasks if t.get("diverged_at") is None]
-    rates = {}
-    for m in METRICS:
-        fit = fit_rate([t["N"] for t in ok], [np.nan if t.get(m) is None else t[m] for t in ok])
-        rates[m] = dict(metric=m, **fit, floor=floor)
-    return rates
 
 
 def run_study(
@@ -374,6 +405,13 @@ def write_train_run(
     return _run(cfg, run_dir, "train", executor, scheduler, resume, workers, progress)
 
 
+def _floor(summary: dict[str, Any] | None) -> float | None:
+    """A limit's error floor ``error.total``; ``None`` if absent or no number (a refinement
+    solve that diverged gives no floor)."""
+    total = ((summary or {}).get("error") or {}).get("total")
+    return total if total is not None and 0 <= total <= RUNAWAY else None
+
+
 def _run(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -391,9 +429,12 @@ def _run(
     if kind != "train":
         lim = rundir.read_limit(run_dir) if resume else None
         if lim is None:
-            start = time.perf_counter()
-            result = run_limit(cfg, progress)
-            lim = limit_arrays(cfg, result, time.perf_counter() - start)
+            try:
+                lim, result = solve_limits(cfg, progress)
+            except DivergenceError as err:  # nothing to compare the networks with: stop here
+                failure = dict(gradient=cfg.training.gradient, diverged=limit_failure(cfg, err))
+                rundir.write_results(cfg, run_dir, kind, None, [], {}, limit_failure=failure)
+                raise
             if forecast.recorded(cfg):
                 lim.update(forecast.limit_forecast(cfg, result))
             rundir.write_limit(run_dir, lim)
@@ -404,10 +445,13 @@ def _run(
         run_dir, study_task, jobs, resume=resume, executor=executor, scheduler=scheduler,
         workers=workers, progress=progress,
     )  # fmt: skip
-    rates = {}
+    rates, other_rates = {}, {}
     if kind == "converge":
-        rates = study_rates(tasks, rundir.limit_summary(lim).get("error", {}).get("total"))
-    results = rundir.write_results(cfg, run_dir, kind, lim, tasks, rates)
+        summary = rundir.limit_summary(lim)
+        rates = _study_rates(tasks, METRICS, _floor(summary))
+        if "other_h" in lim:
+            other_rates = _study_rates(tasks, METRICS, _floor(summary.get("other")), "other_")
+    results = rundir.write_results(cfg, run_dir, kind, lim, tasks, rates, other_rates=other_rates)
     if forecast.recorded(cfg):
         forecast.write_forecast(cfg, run_dir, lim, tasks)
     return results

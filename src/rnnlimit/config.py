@@ -216,18 +216,24 @@ class LimitConfig(_Section):
     burn_in: int = Field(200, ge=0, le=10**6, description="an integer in [0, 1e6]")
     grid: int = Field(17, ge=3, le=257, description="an integer in [3, 257]")
     n_features: int = Field(2048, ge=1, le=10**6, description="an integer in [1, 1e6]")
+    n_inducing: int = Field(256, ge=1, le=10**5, description="an integer in [1, 1e5]")
+    memory_budget_gb: float = Field(4.0, gt=0.0, description="a number > 0 (GB)")
     scheme: Literal["heun", "euler"] = "heun"
-    representation: Literal["auto", "grid", "features"] = "auto"
+    representation: Literal["auto", "grid", "features", "nystrom"] = "auto"
     seed: int = Field(0, ge=0, le=2**31 - 1, description="an integer in [0, 2^31)")
     estimate_error: bool = True
+    # also solve the limit of the other gradient (§4 for RTRL networks, §4b for truncated ones):
+    # the networks are still compared with the limit of training.gradient; the report adds the
+    # gap between the two limits and the networks' distance to the other one
+    both_gradients: bool = False
 
 
 class StudyConfig(_Section):
     """Widths N and seeds of the study, and where finite networks meet the limit (§5)."""
 
     key: ClassVar[str] = "study"
-    widths: list[int] = Field([500, 5000, 50000], min_length=1, max_length=64)
-    seeds: list[int] = Field([0], min_length=1, max_length=1024)
+    widths: list[int] = Field([250, 1000, 4000, 16000], min_length=1, max_length=64)
+    seeds: list[int] = Field([0, 1], min_length=1, max_length=1024)
     eval_grid: int = Field(9, ge=2, le=101, description="an integer in [2, 101]")
     n_times: int = Field(31, ge=2, le=10**4, description="an integer in [2, 1e4]")
     l2_times: list[float] | None = Field(None, min_length=1, max_length=64)
@@ -247,7 +253,8 @@ class StudyConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    """A whole experiment; defaults are the setting of MODEL.md §5."""
+    """A whole experiment; defaults are the setting of MODEL.md §5, studied at the widths
+    250, 1000, 4000, 16000 with seeds 0 and 1 (the demo: 8 runs over a factor 64 in N)."""
 
     stream: StreamConfig = StreamConfig()
     network: NetworkConfig = NetworkConfig()
@@ -278,8 +285,15 @@ class ExperimentConfig(_Section):
             self.limit_numerics()
         except ParameterError as err:
             name = err.parameter
+            name = {"gradient": "training.gradient", "alpha": "training.alpha"}.get(name, name)
             name = name if "." in name else f"limit.{name}"
             raise ParameterError(name, str(err).split(": ", 1)[-1]) from None
+        if self.limit.both_gradients:
+            try:
+                self.limit_problem(self.other_gradient)
+            except ParameterError as err:
+                msg = f"the {self.other_gradient} limit cannot be solved here: "
+                raise ParameterError("limit.both_gradients", msg + str(err)) from None
         return self
 
     def _check_grid_memory(self) -> None:
@@ -320,16 +334,24 @@ class ExperimentConfig(_Section):
             d=self.stream.d, m=self.stream.m,
         )  # fmt: skip
 
-    def limit_problem(self) -> LimitProblem:
-        """The limit ``∂_t h_t = α E_{π_t}[A(z, Z)(Y − h_t(Z))]`` of this experiment."""
+    def limit_problem(self, gradient: str | None = None) -> LimitProblem:
+        """The limit of this experiment's networks: of ``training.gradient`` by default
+        (truncated: ``∂_t h_t = α E_{π_t}[A(z, Z)(Y − h_t(Z))]``, §4; rtrl: the trace-carrying
+        limit of §4b), or of ``gradient``."""
         return LimitProblem(
             self.stream.build_chain(), self.stream.build_target(), self.kernel_spec(),
             alpha=self.training.alpha, clip=self.network.clip,
+            gradient=gradient or self.training.gradient,
         )  # fmt: skip
+
+    @property
+    def other_gradient(self) -> str:
+        """The gradient that is not ``training.gradient`` (its limit: ``limit.both_gradients``)."""
+        return "truncated" if self.training.gradient == "rtrl" else "rtrl"
 
     def limit_numerics(self) -> LimitNumerics:
         """The limit solver's discretisation on ``[0, training.T]``."""
-        lim = self.limit.model_dump(exclude={"estimate_error"})
+        lim = self.limit.model_dump(exclude={"estimate_error", "both_gradients"})
         return LimitNumerics(T=self.training.T, **lim)
 
     def resolved(self) -> ExperimentConfig:
@@ -337,7 +359,8 @@ class ExperimentConfig(_Section):
         if self.study.l2_times is not None:
             return self
         n = 7
-        l2 = [float(self.training.T * (i + 1) / n) for i in range(n)]
+        T = self.training.T
+        l2 = [float(min(T, T * (i + 1) / n)) for i in range(n)]  # T·n/n may round above T
         return self.model_copy(update={"study": self.study.model_copy(update={"l2_times": l2})})
 
 
@@ -421,11 +444,12 @@ def config_to_toml(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -
 
 
 def demo_config(quick: bool = False) -> ExperimentConfig:
-    """The built-in study: the §5 setting at widths 250…16000, seeds 0 and 1.
+    """The built-in study: the defaults (the §5 setting at widths 250…16000, seeds 0 and 1),
+    i.e. what ``rnnlimit config --example`` prints.
 
     ``quick``: widths 100 and 400, one seed and a coarse limit (a smoke test of seconds).
     """
-    cfg = ExperimentConfig(study=StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1]))
+    cfg = ExperimentConfig()
     if quick:
         cfg = ExperimentConfig(
             training=TrainingConfig(T=1.0),
@@ -464,8 +488,8 @@ def example_config_toml() -> str:
 
 _EXAMPLE = """\
 # rnnlimit experiment: a wide output-feedback RNN trained online on one ergodic stream,
-# compared with its infinite-width limit (MODEL.md). Every key is optional; these are the
-# defaults, i.e. the setting of MODEL.md §5. Unknown keys are rejected.
+# compared with its infinite-width limit (docs/model.md). Every key is optional; these are the
+# defaults, i.e. the setting of `rnnlimit demo` (MODEL.md §5). Unknown keys are rejected.
 
 [stream]
 chain = "ar1"        # "ar1" (clipped AR(1)), "var1" (rho = d×d matrix) or "finite" (P, values)
@@ -495,7 +519,8 @@ clip = "hard"        # ψ: "hard" clip into [-1, 1] or "smooth" (tanh)
 
 [training]
 alpha = 1.0          # η_N = α N^(2β - 2)
-gradient = "truncated"  # or "rtrl" (exact gradient through the memory)
+gradient = "truncated"  # or "rtrl" (exact gradient through the memory); the networks are
+                        # compared with the limit of their own gradient (§4 or §4b)
 dtype = "float64"    # or "float32"
 T = 3.0              # horizon in t = k/N: K = round(T N) steps
 # window = 100       # steps per loss window (default N // 10)
@@ -506,15 +531,20 @@ M = 2048             # particles of the chain (X, S, Y) that sample π_t
 chain_steps = 8      # chain steps per stage
 burn_in = 200
 grid = 17            # grid nodes per axis (grid representation)
-n_features = 2048    # random features (feature representation, d + m > 3)
+n_features = 2048    # random features (feature representation)
+n_inducing = 256     # inducing points (Nyström representation, the default for d + m > 3)
+memory_budget_gb = 4.0   # a solve with its error estimate stays under this (GB)
 scheme = "heun"      # or "euler"
-representation = "auto"  # "grid", "features" or "auto"
+representation = "auto"  # "grid", "features", "nystrom" or "auto"
 seed = 0
 estimate_error = true    # re-solve with dt/2, 2M, a finer basis, 2x chain steps: the floor
+both_gradients = false   # also solve the other gradient's limit (§4 / §4b) and report the gap
 
 [study]
-widths = [500, 5000, 50000]
-seeds = [0]          # network init uses seed s, the stream uses key stream_seed + s
+# the demo's study: 8 runs over a factor 64 in N. Training costs about K = T N steps per run;
+# N = 16000 takes a few seconds on one core. Fewer seeds or widths widen the rate's CI.
+widths = [250, 1000, 4000, 16000]
+seeds = [0, 1]       # network init uses seed s, the stream uses key stream_seed + s
 eval_grid = 9        # eval_grid^(d+m) points on [-1, 1]^(d+m)
 n_times = 31         # record times linspace(0, T, n_times)
 # l2_times = [0.5, 1.0, 3.0]  # times of the L²(π_t) distance (default: 7 equally spaced in (0, T])

@@ -37,17 +37,20 @@ class RecordingError(StreamError):
 
 
 class DivergenceError(RnnlimitError):
-    """Training (or the limit solver) produced a non-finite value.
+    """Training (or the limit solver) produced a non-finite value, or one beyond any plausible
+    size (runaway growth).
 
-    ``step`` is the first step whose output was non-finite; ``record`` holds everything
-    computed before it, so nothing already computed is lost.
+    ``step`` is the first step whose output was non-finite (or beyond the bound, as ``how``
+    says); ``record`` holds everything computed before it, so nothing already computed is lost.
     """
 
-    def __init__(self, step: int, record: Any, what: str = "network output") -> None:
+    def __init__(
+        self, step: int, record: Any, what: str = "network output", how: str = "became non-finite"
+    ) -> None:
         self.step = step
         self.record = record
         super().__init__(
-            f"{what} became non-finite at step k={step}; the record up to that step is kept "
+            f"{what} {how} at step k={step}; the record up to that step is kept "
             "in this exception's .record (lower alpha or the learning rate)"
         )
 

@@ -16,6 +16,9 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from rnnlimit.verdicts import RUNAWAY
 
 Arrays = dict[str, np.ndarray]
 Tasks = dict[tuple[int, int], Arrays]
@@ -26,7 +29,10 @@ CAPTIONS: dict[str, str] = {
     "loss": "Training loss: finite networks and the limit L(t)",
     "memory": "Memory law π_t: finite networks vs the limit",
     "kernel": "A slice of the kernel A",
+    "limit_gap": "The two limits (truncated §4, RTRL §4b): their gap over t",
 }
+#: Figures drawn only when the run asks for them (``limit.both_gradients``): no "skipped" note.
+OPTIONAL: frozenset[str] = frozenset({"limit_gap"})
 
 
 def _colors(n: int) -> list[Any]:
@@ -99,9 +105,11 @@ def ci95_text(rate: dict[str, Any]) -> str:
 
 
 def error_floor(results: dict[str, Any]) -> float | None:
-    """The limit solver's own error (``rate.floor``, else ``limit.error.total``)."""
+    """The limit solver's own error (``rate.floor``, else ``limit.error.total``); ``None`` when
+    there is none or it is no number (a refinement solve that diverged)."""
     rate, lim = results.get("rate") or {}, results.get("limit") or {}
-    return rate.get("floor") or (lim.get("error") or {}).get("total")
+    floor = rate.get("floor") or (lim.get("error") or {}).get("total")
+    return floor if floor is not None and 0 < floor <= RUNAWAY else None
 
 
 def figure_error_vs_N(results: dict[str, Any]) -> Figure | None:
@@ -109,7 +117,8 @@ def figure_error_vs_N(results: dict[str, Any]) -> Figure | None:
     ``N^(-1/2)`` line and the limit's own error floor."""
     rate = results.get("rate") or {}
     metric = rate.get("metric", "sup_rms_grid")
-    rows = [t for t in results.get("tasks", []) if t.get(metric) is not None]
+    ok = [t for t in results.get("tasks", []) if t.get("diverged_at") is None]
+    rows = [t for t in ok if t.get(metric) is not None and np.isfinite(t[metric])]
     if not rows:
         return None
     N = np.array([t["N"] for t in rows], float)
@@ -131,8 +140,57 @@ def figure_error_vs_N(results: dict[str, Any]) -> Figure | None:
         ax.axhline(floor, color="C2", lw=1)
         label = f"limit error floor ({floor:.2g})"
         ax.axhspan(min(floor, err.min()) / 3, floor, color="C2", alpha=0.15, label=label)
+    _other_limit_points(ax, results, ok, metric)
+    ax.set_xticks(Ns, [f"{int(n)}" for n in Ns])  # the widths themselves, not a crowded log scale
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("width N")
     ax.set_ylabel(f"{metric}  (max over t)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _other_limit_points(ax: Any, results: dict[str, Any], ok: list[dict], metric: str) -> None:
+    """On the error-vs-N axes: the distance to the other gradient's limit (``other_<metric>``),
+    its fitted slope and the gap between the two limits (``limit.both_gradients``)."""
+    other = results.get("other_limit") or {}
+    rows = [t for t in ok if t.get(f"other_{metric}") is not None]
+    if not other or not rows:
+        return
+    gradient, name = results.get("gradient", "own"), other.get("gradient", "other")
+    N = np.array([t["N"] for t in rows], float)
+    err = np.array([t[f"other_{metric}"] for t in rows], float)
+    ax.loglog(N, err, "^", mfc="none", color="C1", label=f"distance to the {name} limit")
+    rate = (results.get("other_rates") or {}).get(f"other_{metric}") or {}
+    if rate.get("slope") is not None and rate.get("intercept") is not None:
+        grid = np.geomspace(N.min(), N.max(), 50)
+        label = f"fit to the {name} limit: slope {rate['slope']:.3f}, CI {ci95_text(rate)}"
+        ax.loglog(grid, rate["intercept"] * grid ** rate["slope"], ":", color="C1", label=label)
+    if other.get("gap_max") is not None:
+        label = f"gap {gradient} vs {name} limit ({other['gap_max']:.2g})"
+        ax.axhline(other["gap_max"], color="C1", lw=1, ls="--", label=label)
+    ax.set_title(f"circles: distance to the {gradient} limit (the networks' own)", fontsize=9)
+
+
+def figure_limit_gap(results: dict[str, Any], limit: Arrays | None) -> Figure | None:
+    """(f) The gap between the limit of the networks' gradient and the other gradient's limit
+    over t (``gap_t``: RMS over the evaluation points), with each limit's error estimate
+    (``error_t_total``, ``other_error_t_total``); drawn with ``limit.both_gradients``."""
+    if limit is None or "gap_t" not in limit:
+        return None
+    other = results.get("other_limit") or {}
+    gradient, name = results.get("gradient", "own"), other.get("gradient", "other")
+    t = np.asarray(limit["times"], float)
+    fig = Figure(figsize=(5.5, 4.0))
+    ax = fig.subplots()
+    ax.plot(t, limit["gap_t"], color="C3", lw=2, label=f"RMS of h_t({gradient}) − h_t({name})")
+    for key, label, color in (
+        ("error_t_total", f"error estimate, {gradient} limit", "C0"),
+        ("other_error_t_total", f"error estimate, {name} limit", "C1"),
+    ):
+        if key in limit:
+            ax.plot(t, limit[key], ls="--", color=color, label=label)
+    ax.set_xlabel("t")
+    ax.set_ylabel("RMS over the evaluation grid")
     ax.legend(fontsize=7)
     return fig
 
@@ -263,7 +321,7 @@ def draw_figures(results: dict[str, Any], limit: Arrays | None, tasks: Tasks) ->
     figures = dict(
         h_t=figure_h_t(limit, tasks), error_vs_N=figure_error_vs_N(results),
         loss=figure_loss(limit, tasks), memory=figure_memory(limit, tasks),
-        kernel=figure_kernel(limit, results),
+        kernel=figure_kernel(limit, results), limit_gap=figure_limit_gap(results, limit),
     )  # fmt: skip
     return {name: fig for name, fig in figures.items() if fig is not None}
 

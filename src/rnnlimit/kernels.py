@@ -10,10 +10,12 @@ The first term ("nngp") is the gradient in ``c``, the second ("grad") the gradie
 centred Gaussian with covariance ``Σ(z, z') = σ_w² x·x' + σ_b² s·s' + σ_u²``.
 
 ``A`` is a scalar times ``I_m``: every function here returns that scalar kernel, shape
-``(n1, n2)`` for point sets ``z1 (n1, d+m)``, ``z2 (n2, d+m)``. Three evaluation routes:
+``(n1, n2)`` for point sets ``z1 (n1, d+m)``, ``z2 (n2, d+m)``. Four evaluation routes:
 closed forms (erf: Williams 1997; relu: Cho & Saul 2009 arc-cosine kernels of degree 1 and 0),
 2-D Gaussian quadrature for any σ (trapezoid or Gauss–Hermite product rule on the Cholesky
-factor of the 2×2 covariance), and a Monte Carlo estimate with standard errors.
+factor of the 2×2 covariance), a table of that quadrature interpolated by a tensor Chebyshev
+series (:mod:`rnnlimit.kerneltable`: any smooth σ, ~1e-10, at a few times the cost of a closed
+form), and a Monte Carlo estimate with standard errors.
 """
 
 from __future__ import annotations
@@ -31,15 +33,19 @@ import numpy as np
 from rnnlimit.activations import ACTIVATIONS
 from rnnlimit.activations import activation as activation_pair
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
+from rnnlimit.kerneltable import (
+    expectation_table,
+    quadrature_expectations,
+    table_expectations,
+)
 
 Array = jax.Array
 Part = Literal["both", "nngp", "grad"]
 PARTS: tuple[str, ...] = ("both", "nngp", "grad")
-METHODS: tuple[str, ...] = ("closed", "quadrature", "auto")
+METHODS: tuple[str, ...] = ("closed", "table", "quadrature", "auto")
 CLOSED_FORM_ACTIVATIONS: tuple[str, ...] = ("erf", "relu")
 QUADRATURE_RULES: tuple[str, ...] = ("trapezoid", "gauss_hermite")
 DEFAULT_MAX_MEMORY_BYTES = 256 * 2**20
-_TRAPEZOID_HALF_WIDTH = 8.5
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -49,8 +55,9 @@ class KernelSpec:
 
     ``method`` is ``"closed"`` (erf, relu only), ``"quadrature"`` (any σ: a 2-D product rule,
     ``quadrature_order ≤ 360`` nodes per axis, ``quadrature_rule`` "trapezoid" or
-    "gauss_hermite") or ``"auto"`` (closed form when one exists, else quadrature; see
-    :attr:`method_used`).
+    "gauss_hermite"), ``"table"`` (any smooth σ: the quadrature tabulated once over
+    :attr:`a_range` and interpolated, error ≤ 1e-10 in float64; see :mod:`rnnlimit.kerneltable`)
+    or ``"auto"`` (closed form when one exists, else the table; see :attr:`method_used`).
     ``sigma_b = 0`` is allowed: it switches the memory off. The default (trapezoid, 128 nodes) is
     accurate to ~1e-14 for erf/tanh with ``Σ(z, z) ≤ 3`` and ~1e-10 at ``Σ = 5.5``; relu's kinks
     make any such rule converge only algebraically (~1e-3), so relu should use the closed form.
@@ -85,14 +92,24 @@ class KernelSpec:
 
     @property
     def method_used(self) -> str:
-        """``"closed"`` or ``"quadrature"``: what ``method`` resolves to for this activation."""
+        """``"closed"``, ``"table"`` or ``"quadrature"``: what ``method`` resolves to for this
+        activation (a table that does not converge falls back to quadrature in :class:`KernelFn`,
+        whose ``method_used`` is authoritative)."""
         if self.method == "auto":
             closed = self.activation in CLOSED_FORM_ACTIVATIONS
-            return "closed" if closed else "quadrature"
+            return "closed" if closed else "table"
         return self.method
+
+    @property
+    def a_range(self) -> tuple[float, float]:
+        """``(min, max)`` of ``√Σ(z, z)`` over ``z ∈ [-1, 1]^{d+m}``: ``σ_u`` and
+        ``√(σ_w² d + σ_b² m + σ_u²)``, the range a kernel table covers."""
+        top = self.sigma_w**2 * self.d + self.sigma_b**2 * self.m + self.sigma_u**2
+        return self.sigma_u, math.sqrt(top)
 
 
 # --- the two Gaussian expectations, elementwise in (Σ11, Σ22, Σ12) -----------------------------
+# closed forms here; quadrature and its table in rnnlimit.kerneltable
 
 
 def _erf_expectations(s11: Array, s22: Array, s12: Array) -> tuple[Array, Array]:
@@ -114,57 +131,6 @@ def _relu_expectations(s11: Array, s22: Array, s12: Array) -> tuple[Array, Array
     return (root + (math.pi - theta) * s12) / (2.0 * math.pi), (math.pi - theta) / (2.0 * math.pi)
 
 
-def quadrature_nodes(rule: str, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``ξ_k`` and weights ``w_k`` with ``Σ_k w_k f(ξ_k) ≈ E[f(ξ)]``, ``ξ ~ N(0, 1)``.
-
-    ``"trapezoid"``: ``order`` equispaced nodes on ``[-8.5, 8.5]`` (tail mass ~1e-17), weights
-    ``∝ φ(ξ_k)``; converges geometrically in ``1/h`` for integrands analytic in a strip, and
-    beats ``"gauss_hermite"`` (nodes of Hermite_e, which spends nodes far in the tails) by
-    orders of magnitude at equal order for erf/tanh kernels with ``Σ ≳ 1`` (see tests).
-    """
-    if rule == "gauss_hermite":
-        nodes, weights = np.polynomial.hermite_e.hermegauss(order)
-    else:
-        nodes = np.linspace(-_TRAPEZOID_HALF_WIDTH, _TRAPEZOID_HALF_WIDTH, order)
-        weights = np.exp(-0.5 * nodes * nodes)
-    return nodes, weights / weights.sum()
-
-
-def _quadrature_expectations(
-    spec: KernelSpec, s11: Array, s22: Array, s12: Array, need_nngp: bool, need_grad: bool
-) -> tuple[Array, Array]:
-    """Tensor-product rule (:func:`quadrature_nodes`) on ``(a, a') = (L11 ξ1, L21 ξ1 + L22 ξ2)``,
-    ``L`` the Cholesky factor of the 2×2 covariance; ``L22 = √max(Σ22 − L21², 0)`` so perfectly
-    correlated pairs reduce to a 1-D rule. The rule's error is not symmetric in ``(z, z')``.
-    Outer axis scanned, inner vectorised: O(order) memory per entry."""
-    sigma, sigma_prime = activation_pair(spec.activation)
-    dtype = s12.dtype
-    rule = quadrature_nodes(spec.quadrature_rule, spec.quadrature_order)
-    nodes, weights = (jnp.asarray(v, dtype) for v in rule)
-    l11 = jnp.sqrt(s11)
-    l21 = s12 / l11
-    l22 = jnp.sqrt(jnp.maximum(s22 - l21 * l21, 0.0))
-    shape = jnp.broadcast_shapes(s11.shape, s22.shape, s12.shape)
-    zero = jnp.zeros(shape, dtype)
-
-    def outer_node(
-        carry: tuple[Array, Array], node: tuple[Array, Array]
-    ) -> tuple[tuple[Array, Array], None]:
-        nngp, grad = carry
-        xi, wi = node
-        a = l11 * xi
-        a_prime = (l21 * xi)[..., None] + l22[..., None] * nodes
-        if need_nngp:
-            nngp = nngp + wi * sigma(a) * jnp.matmul(sigma(a_prime), weights, precision=_HIGHEST)
-        if need_grad:
-            inner = jnp.matmul(sigma_prime(a_prime), weights, precision=_HIGHEST)
-            grad = grad + wi * sigma_prime(a) * inner
-        return (nngp, grad), None
-
-    (nngp, grad), _ = jax.lax.scan(outer_node, (zero, zero), (nodes, weights))
-    return nngp, grad
-
-
 # --- assembling A from the covariances ---------------------------------------------------------
 
 
@@ -176,41 +142,70 @@ def _prior_variances(spec: KernelSpec, dtype: jnp.dtype) -> Array:
 
 
 def _assemble(
-    spec: KernelSpec, part: str, s11: Array, s22: Array, s12: Array, zdot: Array | None
+    spec: KernelSpec,
+    method: str,
+    part: str,
+    s11: Array,
+    s22: Array,
+    s12: Array,
+    zdot: Array | None,
 ) -> Array:
     """``nngp + grad · (ẑ·ẑ')`` (or one of the two parts) from the Gaussian expectations;
     ``zdot = ẑ·ẑ'`` is not needed (``None``) for ``part="nngp"``."""
     need_nngp, need_grad = part != "grad", part != "nngp"
-    if spec.method_used == "closed":
+    if method == "closed":
         closed = _erf_expectations if spec.activation == "erf" else _relu_expectations
         nngp, grad = closed(s11, s22, s12)
+    elif method == "table":
+        table = expectation_table(spec.activation, *spec.a_range)
+        assert table is not None  # KernelFn resolves a failed table to "quadrature"
+        nngp, grad = table_expectations(table, s11, s22, s12, need_nngp, need_grad)
     else:
-        nngp, grad = _quadrature_expectations(spec, s11, s22, s12, need_nngp, need_grad)
+        rule, order = spec.quadrature_rule, spec.quadrature_order
+        args = (s11, s22, s12, need_nngp, need_grad)
+        nngp, grad = quadrature_expectations(spec.activation, rule, order, *args)
     if part == "nngp":
         return nngp
     return grad * zdot if part == "grad" else nngp + grad * zdot
 
 
-def _pair_kernel(spec: KernelSpec, part: str, z1: Array, z2: Array) -> Array:
+def _pair_kernel(spec: KernelSpec, method: str, part: str, z1: Array, z2: Array) -> Array:
     """Scalar kernel ``A(z1_i, z2_j)``, shape ``(n1, n2)``; inputs already validated."""
     v = _prior_variances(spec, z1.dtype)
     s11 = (z1 * z1) @ v + spec.sigma_u**2
     s22 = (z2 * z2) @ v + spec.sigma_u**2
     s12 = jnp.matmul(z1 * v, z2.T, precision=_HIGHEST) + spec.sigma_u**2
     zdot = jnp.matmul(z1, z2.T, precision=_HIGHEST) + 1.0 if part != "nngp" else None
-    return _assemble(spec, part, s11[:, None], s22[None, :], s12, zdot)
+    return _assemble(spec, method, part, s11[:, None], s22[None, :], s12, zdot)
 
 
-def _diag_kernel(spec: KernelSpec, part: str, z: Array) -> Array:
+def _diag_kernel(spec: KernelSpec, method: str, part: str, z: Array) -> Array:
     """``A(z_i, z_i)``, shape ``(n,)``."""
     s = (z * z) @ _prior_variances(spec, z.dtype) + spec.sigma_u**2
-    return _assemble(spec, part, s, s, s, jnp.sum(z * z, axis=-1) + 1.0)
+    return _assemble(spec, method, part, s, s, s, jnp.sum(z * z, axis=-1) + 1.0)
 
 
 def _bytes_per_entry(spec: KernelSpec, itemsize: int) -> int:
     """Conservative bound on intermediate bytes per Gram entry (checked against XLA in tests)."""
-    per_entry = 8 if spec.method_used == "closed" else 4 * spec.quadrature_order + 8
+    method = ntk(spec).method_used
+    per_entry = {"closed": 8, "table": 16}.get(method, 4 * spec.quadrature_order + 8)
     return per_entry * itemsize
+
+
+def _table_converges(spec: KernelSpec) -> bool:
+    """Build (or fetch) the table of ``spec``; False when its series do not converge."""
+    return expectation_table(spec.activation, *spec.a_range) is not None
+
+
+def _in_table_range(spec: KernelSpec, z: Array) -> bool:
+    """Whether every ``√Σ(z_i, z_i)`` lies in :attr:`KernelSpec.a_range` (concrete ``z`` only;
+    traced values are taken to be in range, as the solver's points are)."""
+    if isinstance(z, jax.core.Tracer):
+        return True
+    zz = np.asarray(z, dtype=np.float64)  # numpy: no tracing even inside a jitted caller
+    variances = np.r_[[spec.sigma_w**2] * spec.d, [spec.sigma_b**2] * spec.m]
+    s = (zz * zz) @ variances + spec.sigma_u**2
+    return bool(s.size == 0 or s.max() <= spec.a_range[1] ** 2 * (1.0 + 1e-9))
 
 
 # --- public API --------------------------------------------------------------------------------
@@ -248,14 +243,33 @@ class KernelFn:
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
         self.method_used: str = spec.method_used
-        self._pair = jax.jit(partial(_pair_kernel, spec), static_argnums=0)
-        self._diag = jax.jit(partial(_diag_kernel, spec), static_argnums=0)
+        if self.method_used == "table" and not _table_converges(spec):
+            if spec.method == "table":
+                message = (
+                    f"the Chebyshev table of {spec.activation!r} does not converge to 1e-10 on "
+                    f"a in {spec.a_range}; use 'quadrature'"
+                )
+                raise ParameterError("method", message)
+            self.method_used = "quadrature"
+        self._pair = jax.jit(partial(_pair_kernel, spec, self.method_used), static_argnums=0)
+        self._diag = jax.jit(partial(_diag_kernel, spec, self.method_used), static_argnums=0)
+        if self.method_used == "table":  # points outside the table's range: quadrature
+            self._pair_out = jax.jit(partial(_pair_kernel, spec, "quadrature"), static_argnums=0)
+            self._diag_out = jax.jit(partial(_diag_kernel, spec, "quadrature"), static_argnums=0)
+
+    def pair(self, part: str, z1: Array, z2: Array) -> Array:
+        """``A(z1_i, z2_j)`` for validated 2-D point sets of one dtype."""
+        if self.method_used == "table" and not (
+            _in_table_range(self.spec, z1) and _in_table_range(self.spec, z2)
+        ):
+            return self._pair_out(part, z1, z2)
+        return self._pair(part, z1, z2)
 
     def __call__(self, z1: Array, z2: Array | None = None, part: Part = "both") -> Array:
         check_choice("part", part, PARTS)
         a, single1 = _points("z1", z1, self.spec)
         b, single2 = _points("z2", z1 if z2 is None else z2, self.spec)
-        out = self._pair(part, *_common_dtype(a, b))
+        out = self.pair(part, *_common_dtype(a, b))
         out = out[:, 0] if single2 else out
         return out[0] if single1 else out
 
@@ -263,7 +277,8 @@ class KernelFn:
         """``A(z_i, z_i)``, shape ``(n,)``: the diagonal of the Gram without forming it."""
         check_choice("part", part, PARTS)
         arr, single = _points("z", z, self.spec)
-        out = self._diag(part, arr)
+        table_ok = self.method_used != "table" or _in_table_range(self.spec, arr)
+        out = (self._diag if table_ok else self._diag_out)(part, arr)
         return out[0] if single else out
 
     def __repr__(self) -> str:
@@ -322,12 +337,13 @@ def gram(
     a, b = _common_dtype(a, b)
     n1, n2 = a.shape[0], b.shape[0]
     t1, t2 = tile_shape(spec, n1, n2, a.dtype.itemsize, max_memory_bytes)
-    # closed forms are symmetric up to rounding; a quadrature rule's error is not symmetric
-    mirror = z2 is None and spec.method_used == "closed"
+    # closed forms and the (symmetrised) table are symmetric up to rounding; a quadrature
+    # rule's error is not symmetric
+    mirror = z2 is None and kernel_fn.method_used in ("closed", "table")
     if mirror:
         t1 = t2 = min(t1, t2)  # square tiles so that mirrored tiles line up
     if (t1, t2) == (n1, n2):
-        return np.asarray(kernel_fn._pair(part, a, b))
+        return np.asarray(kernel_fn.pair(part, a, b))
     a, b = _pad_rows(a, t1), _pad_rows(b, t2)
     out = np.empty((n1, n2), dtype=a.dtype)
     for i in range(0, n1, t1):
@@ -336,7 +352,7 @@ def gram(
             if mirror and j < i:
                 out[rows, cols] = out[cols, rows].T
                 continue
-            tile = np.asarray(kernel_fn._pair(part, a[i : i + t1], b[j : j + t2]))
+            tile = np.asarray(kernel_fn.pair(part, a[i : i + t1], b[j : j + t2]))
             out[rows, cols] = tile[: rows.stop - i, : cols.stop - j]
     return out
 
@@ -424,4 +440,4 @@ def time_gram(
         start = time.perf_counter()
         gram(spec, z, max_memory_bytes=max_memory_bytes)
         best = min(best, time.perf_counter() - start)
-    return GramTiming(n, best, n * n / best, spec.method_used, str(out_dtype))
+    return GramTiming(n, best, n * n / best, ntk(spec).method_used, str(out_dtype))

@@ -43,11 +43,14 @@ from rnnlimit.chains import Chain, Target
 from rnnlimit.drift import trace_bytes
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
 from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.limitmemory import fit_budget
 from rnnlimit.limitsolve import Request, SolveCaches, solve_trajectory
 from rnnlimit.limitsteps import shared_stores, solve_cost
+from rnnlimit.nystrom import NystromBasis
 
 Array = jax.Array
 REFINEMENTS: tuple[str, ...] = ("dt", "M", "basis", "lag")
+REPRESENTATIONS: tuple[str, ...] = ("auto", "grid", "features", "nystrom")
 #: The training whose limit is solved: §4 (truncated gradient) or §4b (RTRL).
 GRADIENTS: tuple[str, ...] = ("truncated", "rtrl")
 #: ``auto``: the native grid kernel (``_native/limit_pic.c``) where it applies, else JAX.
@@ -86,7 +89,9 @@ class LimitProblem:
 @dataclass(frozen=True)
 class LimitNumerics:
     """Discretisation: horizon ``T``, step ``dt``, ``M`` particles, ``chain_steps`` per stage,
-    ``grid`` nodes per axis (grid basis) or ``n_features`` (feature basis)."""
+    ``grid`` nodes per axis (grid basis), ``n_features`` (feature basis) or ``n_inducing``
+    points (Nyström basis, :mod:`rnnlimit.nystrom`). ``memory_budget_gb`` bounds a call with
+    its error estimate (:mod:`rnnlimit.limitmemory`, estimated before any work)."""
 
     T: float = 3.0
     dt: float = 0.05
@@ -95,8 +100,10 @@ class LimitNumerics:
     burn_in: int = 200
     grid: int = 17
     n_features: int = 2048
+    n_inducing: int = 256
+    memory_budget_gb: float = 4.0
     scheme: Literal["heun", "euler"] = "heun"
-    representation: Literal["auto", "grid", "features"] = "auto"
+    representation: Literal["auto", "grid", "features", "nystrom"] = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,8 +114,10 @@ class LimitNumerics:
         check_int("burn_in", self.burn_in, 0)
         check_int("grid", self.grid, 3)
         check_int("n_features", self.n_features, 1)
+        check_int("n_inducing", self.n_inducing, 1)
+        check_range("memory_budget_gb", self.memory_budget_gb, 0.0, None, low_open=True)
         check_choice("scheme", self.scheme, ("heun", "euler"))
-        check_choice("representation", self.representation, ("auto", "grid", "features"))
+        check_choice("representation", self.representation, REPRESENTATIONS)
 
     @property
     def n_steps(self) -> int:
@@ -125,7 +134,10 @@ class LimitNumerics:
         return self.n_steps * self.stages * self.chain_steps
 
     def basis(self, kernel: KernelSpec) -> Basis:
-        """The representation of ``h_t`` (``auto``: the grid for ``d + m ≤ 3``, else features)."""
+        """The representation of ``h_t`` (``auto``: the grid for ``d + m ≤ 3``, else Nyström)."""
+        auto_nystrom = self.representation == "auto" and kernel.d + kernel.m > 3
+        if self.representation == "nystrom" or auto_nystrom:
+            return NystromBasis(kernel, self.n_inducing, self.seed)
         return make_basis(kernel, self.representation, self.grid, self.n_features, self.seed)
 
 
@@ -288,6 +300,9 @@ class LimitSolver:
         if ts.size == 0 or ts.min() < 0 or ts.max() > numerics.T * (1 + 1e-12):
             raise ParameterError("times", f"must be a non-empty subset of [0, T={numerics.T}]")
         solves = self.plan(numerics, estimate_error)
+        workers = max(1, min(os.cpu_count() or 1, len(solves)))
+        fit = fit_budget(self.problem, solves, len(zs), workers, numerics.memory_budget_gb)
+        solves = fit.solves
         request = Request(zs, ts, np.asarray(memory_times, float), h0, force)
         stores = shared_stores(
             self.problem, [s.numerics for s in solves], float_dtype(), self._caches.paths
@@ -302,7 +317,7 @@ class LimitSolver:
 
         # the solves are independent and each keeps one core busy: run them side by side
         # (every solve has its own keys, so the results do not depend on the scheduling)
-        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(solves)))) as pool:
+        with ThreadPoolExecutor(fit.workers) as pool:
             jobs = {s.name: pool.submit(run, s) for s in solves}
             failed = {name: job.exception() for name, job in jobs.items() if job.exception()}
         for name in (None, *REFINEMENTS):  # the base solve's error first, whatever finished first
@@ -311,10 +326,13 @@ class LimitSolver:
         results = {name: job.result() for name, job in jobs.items()}
         base = results.pop(None)
         base.notes.append(next(s.basis.note for s in solves if s.name is None))
+        base.notes.extend(fit.notes)
         if self.problem.gradient == "rtrl":
             base.notes.append("RTRL limit (MODEL.md §4b): particles carry the trace E")
         if self.kernel_fn.method_used != "closed":
-            base.notes.append(f"kernel A has no closed form for {k.activation}: quadrature used")
+            how = {"table": "tabulated quadrature (Chebyshev series, error ~1e-10)"}
+            used = how.get(self.kernel_fn.method_used, "quadrature")
+            base.notes.append(f"kernel A has no closed form for {k.activation}: {used} used")
         if len(results):
             self.estimate(base, results)
         return base

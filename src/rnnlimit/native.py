@@ -1,10 +1,17 @@
-"""Optional native fast path of the truncated trainer (``_native/fused_train.c``), via ctypes.
+"""The optional native kernels (``_native/*.c``, one shared library loaded with ctypes), and the
+one place that decides between them and JAX (:func:`decide`).
 
-The C kernel runs steps ``k0 ≤ k < k1`` of truncated online SGD in float64 exactly as
-:func:`rnnlimit.steps._truncated_interval` does (the skewed single pass per step), with a
-vectorised branch-free erf/tanh/exp. It is built by ``pip install`` as an optional extension
-(``setup.py``); when the compiler was missing, or ``RNNLIMIT_NATIVE=0`` is set, :func:`available`
-is false and :func:`rnnlimit.train.train` uses the JAX path. This module needs only numpy.
+* ``train``: the online SGD trainer of :mod:`rnnlimit.train` (``fused_train.c``), float64, both
+  gradients (truncated and RTRL), any ``d, m ≤ MAX_DM``;
+* ``limit``: the grid stages of the limit solver (``limit_pic.c``), float64,
+  ``d + m ≤ PIC_MAX_D``, ``m ≤ PIC_MAX_M``;
+* ``seq``: the sequence kernel's feature scan (``seq_features.c``), float32.
+
+The library is built by ``pip install`` as an optional extension (``setup.py``); when the
+compiler was missing, or ``RNNLIMIT_NATIVE=0`` is set, :func:`available` is false and every
+caller uses its JAX path. The size limits are compiled into the C code (``rnnlimit_native.h``);
+they are read back from the library at load time and must equal the constants here, as the ABI
+version must, or the library is refused. This module needs only numpy.
 """
 
 from __future__ import annotations
@@ -15,15 +22,21 @@ import importlib.machinery
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 _MODULE = "rnnlimit._native.fused_train"
-_ABI = 4
+_ABI = 5
 #: Smallest N for which ``threads=0`` (auto) uses 2 threads; measured (benchmarks/RESULTS.md).
 THREADS_MIN_N = 4096
 ACTIVATIONS = {"erf": 0, "tanh": 1, "relu": 2}
 CLIPS = {"hard": 0, "smooth": 1}
+GRADIENTS = {"truncated": 0, "rtrl": 1}
+#: Largest d and m of the native trainer (``MAX_DM`` in ``rnnlimit_native.h``).
+MAX_DM = 64
+#: The kernels :func:`decide` knows, with the dtype each computes in.
+KERNEL_DTYPES = {"train": "float64", "limit": "float64", "seq": "float32"}
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -47,6 +60,19 @@ def _library_path() -> Path | None:
     return None
 
 
+def _check_limits(lib: ctypes.CDLL) -> str:
+    """'' when the library's compiled size limits equal this module's, else what differs."""
+    limits = {"MAX_DM": MAX_DM, "PIC_MAX_D": PIC_MAX_D, "PIC_MAX_M": PIC_MAX_M}
+    limits["LANES"] = SEQ_LANES
+    lib.rnnlimit_limits.restype = None
+    lib.rnnlimit_limits.argtypes = [_P]
+    got = np.zeros(len(limits), np.int64)
+    lib.rnnlimit_limits(got.ctypes.data)
+    bad = [f"{k} = {v} (expected {want})" for (k, want), v in zip(limits.items(), got, strict=True)
+           if v != want]  # fmt: skip
+    return "" if not bad else "the library's size limits differ: " + ", ".join(bad)
+
+
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str]:
     path = _library_path()
@@ -56,17 +82,19 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         lib = ctypes.CDLL(str(path))
         if lib.rnnlimit_abi_version() != _ABI:
             return None, f"{path.name} has ABI {lib.rnnlimit_abi_version()}, expected {_ABI}"
+        why = _check_limits(lib)
     except (OSError, AttributeError) as exc:
         return None, f"cannot load {path}: {exc}"
-    lib.rnnlimit_truncated.restype = _I64
-    lib.rnnlimit_truncated.argtypes = [_I64, _INT, _INT, _INT, _INT, *[_P] * 8, _I64, _I64, _I64]
-    lib.rnnlimit_truncated.argtypes += [_DBL, _DBL, _P, _P, _P, _P, _I64, _INT]
+    if why:
+        return None, f"{path.name}: {why}"
+    lib.rnnlimit_train.restype = _I64
+    lib.rnnlimit_train.argtypes = [_I64, *[_INT] * 5, *[_P] * 6, _I64, _I64, _I64]
+    lib.rnnlimit_train.argtypes += [_DBL, _DBL, _DBL, *[_P] * 5, _I64, _INT]
     lib.rnnlimit_threads_supported.restype = _INT
     lib.rnnlimit_act.restype = _INT
     lib.rnnlimit_act.argtypes = [_INT, _I64, _P, _P, _P]
     lib.rnnlimit_exp.restype = _INT
     lib.rnnlimit_exp.argtypes = [_I64, _P, _P]
-    lib.rnnlimit_max_dm.restype = _INT
     lib.rnnlimit_pic_run.restype = _INT
     lib.rnnlimit_pic_run.argtypes = [_INT, _INT, _INT, _I64, _I64, _I64, _INT, _DBL, _DBL]
     lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8, _INT, _P, _P]
@@ -102,17 +130,86 @@ def _lib() -> ctypes.CDLL:
 
 
 def max_dm() -> int:
-    """Largest input dimension d and output dimension m the kernel accepts."""
-    return int(_lib().rnnlimit_max_dm())
+    """Largest input dimension d and output dimension m the native trainer accepts."""
+    return MAX_DM
 
 
-def unsupported(activation: str, d: int, m: int) -> str:
-    """Why the kernel cannot run this network ('' when it can); the availability aside."""
-    if activation not in ACTIVATIONS:
-        return f"activation {activation!r} is not in the native kernel"
-    if max(d, m) > 64:
-        return "d and m must be at most 64 for the native kernel"
-    return ""
+def _jax_platform() -> str:
+    import jax  # only when a caller did not say: this module otherwise needs only numpy
+
+    return jax.default_backend()
+
+
+def decide(
+    kernel: Literal["train", "limit", "seq"],
+    *,
+    backend: str = "auto",
+    dtype: Any,
+    d: int,
+    m: int,
+    activation: str | None = None,
+    grid: bool = True,
+    platform: str | None = None,
+) -> tuple[bool, str]:
+    """Whether ``kernel`` runs natively, and why not (``(True, '')`` when it does).
+
+    The same rules, in this order, for every kernel; the first that fails is the reason:
+
+    1. ``backend="jax"`` asks for JAX;
+    2. ``RNNLIMIT_NATIVE=0`` disables the native kernels;
+    3. the library is built, loads, and its ABI version and size limits match this module;
+    4. the dtype is the kernel's (:data:`KERNEL_DTYPES`: float64 for ``train`` and ``limit``,
+       float32 for ``seq``);
+    5. the sizes fit: ``train``: ``d, m ≤ MAX_DM``; ``limit``: ``d + m ≤ PIC_MAX_D``,
+       ``m ≤ PIC_MAX_M`` and the grid basis (``grid``); ``seq``: any;
+    6. the activation (when the kernel takes one) is erf, tanh or relu;
+    7. with ``backend="auto"`` only: JAX computes on the CPU (``platform``, default
+       ``jax.default_backend()``). With an accelerator the JAX path runs there; an explicit
+       ``backend="native"`` still runs the C kernel on the host.
+
+    Never raises for a failed rule: :func:`choose` turns a failure under ``backend="native"``
+    into an error.
+    """
+    if kernel not in KERNEL_DTYPES:
+        raise ValueError(f"kernel must be one of {tuple(KERNEL_DTYPES)}, got {kernel!r}")
+    if backend == "jax":
+        return False, "backend='jax' was asked for"
+    if not available():
+        return False, f"the native kernels are unavailable ({unavailable_reason()})"
+    want = KERNEL_DTYPES[kernel]
+    if np.dtype(dtype) != np.dtype(want):
+        return (
+            False,
+            f"the native {kernel} kernel computes in {want} only, got {np.dtype(dtype).name}",
+        )
+    if kernel == "train" and max(d, m) > MAX_DM:
+        return False, f"the native train kernel needs d, m <= {MAX_DM}, got d={d}, m={m}"
+    if kernel == "limit" and not grid:
+        return False, "the native limit kernel handles the grid basis only"
+    if kernel == "limit" and (d + m > PIC_MAX_D or m > PIC_MAX_M):
+        return False, (
+            f"the native limit kernel needs d + m <= {PIC_MAX_D} and m <= {PIC_MAX_M}, "
+            f"got d={d}, m={m}"
+        )
+    if activation is not None and activation not in ACTIVATIONS:
+        return False, f"activation {activation!r} is not in the native {kernel} kernel"
+    if backend == "auto":
+        plat = _jax_platform() if platform is None else platform
+        if plat != "cpu":
+            return False, f"JAX computes on {plat} (the native kernels run on the CPU)"
+    return True, ""
+
+
+def choose(kernel: Literal["train", "limit", "seq"], *, backend: str = "auto", **kw: Any) -> bool:
+    """:func:`decide`'s answer; with ``backend="native"`` a failed rule raises
+    :class:`rnnlimit.errors.ParameterError` naming ``backend`` and the reason."""
+    from rnnlimit.errors import ParameterError, check_choice
+
+    check_choice("backend", backend, ("auto", "native", "jax"))
+    use, why = decide(kernel, backend=backend, **kw)
+    if not use and backend == "native":
+        raise ParameterError("backend", f"'native' cannot run here: {why}")
+    return use
 
 
 def resolve_threads(threads: int, N: int) -> int:
@@ -158,99 +255,6 @@ def exp(x: np.ndarray) -> np.ndarray:
     y = np.empty_like(x)
     _lib().rnnlimit_exp(x.size, x.ctypes.data, y.ctypes.data)
     return y
-
-
-class TruncatedRunner:
-    """State of one native truncated run: parameter columns, scratch, memory, trace.
-
-    ``cols`` is ``(2m + d + 1, N)``: rows ``c_0..c_{m-1}``, ``w_0..w_{d-1}``, ``b_0..b_{m-1}``,
-    ``u``. ``threads`` (0 = auto, 1, 2; see :func:`resolve_threads`) splits the units between
-    that many threads inside the kernel. :meth:`run` advances steps ``k0 ≤ k < k1`` in place and
-    returns ``(bad, Σℓ, ΣS, ΣS²)`` with ``bad = -1`` unless step ``bad`` produced a non-finite loss
-    (the run stops there; the columns then hold garbage).
-    """
-
-    def __init__(
-        self,
-        c: np.ndarray,
-        w: np.ndarray,
-        b: np.ndarray,
-        u: np.ndarray,
-        xs: np.ndarray,
-        ys: np.ndarray,
-        *,
-        activation: str,
-        clip: str,
-        eta: float,
-        scale: float,
-        trace_stride: int = 0,
-        threads: int = 0,
-    ) -> None:
-        self._lib = _lib()
-        N, m = np.shape(c)
-        d = np.shape(w)[1]
-        why = unsupported(activation, d, m)
-        if why:
-            raise ValueError(why)
-        self.N, self.d, self.m = int(N), int(d), int(m)
-        self.threads = resolve_threads(threads, self.N)
-        self.cols = np.empty((2 * m + d + 1, N), dtype=np.float64)
-        self.set_params(c, w, b, u)
-        self.h = np.zeros(N)
-        self.hp = np.zeros(N)
-        self.xs = np.ascontiguousarray(xs, dtype=np.float64)
-        self.ys = np.ascontiguousarray(ys, dtype=np.float64)
-        self.K = self.xs.shape[0]
-        _c_array(self.xs, "xs", (self.K, d))
-        _c_array(self.ys, "ys", (self.K, m))
-        self.act, self.clip = ACTIVATIONS[activation], CLIPS[clip]
-        self.eta, self.scale = float(eta), float(scale)
-        self.s = np.zeros(m)
-        self._acc = np.zeros(1 + 2 * m)
-        self._bad = np.full(1, -1, dtype=np.int64)
-        self.trace_stride = int(trace_stride)
-        rows = -(-self.K // self.trace_stride) if self.trace_stride else 0
-        self.trace = np.full((rows, 3 * m), np.nan) if self.trace_stride else None
-
-    def set_params(self, c, w, b, u) -> None:
-        m, d = self.m, self.d
-        self.cols[:m] = np.asarray(c, dtype=np.float64).T
-        self.cols[m : m + d] = np.asarray(w, dtype=np.float64).T
-        self.cols[m + d : 2 * m + d] = np.asarray(b, dtype=np.float64).T
-        self.cols[-1] = np.asarray(u, dtype=np.float64)
-
-    def params(self, cols: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """``(c (N,m), w (N,d), b (N,m), u (N,))`` copies from ``cols`` (default: current)."""
-        cols = self.cols if cols is None else cols
-        m, d = self.m, self.d
-        return (
-            np.ascontiguousarray(cols[:m].T),
-            np.ascontiguousarray(cols[m : m + d].T),
-            np.ascontiguousarray(cols[m + d : 2 * m + d].T),
-            cols[-1].copy(),
-        )
-
-    def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
-        m, d, N = self.m, self.d, self.N
-        if not 0 <= k0 <= k1 <= self.K:
-            raise ValueError(f"need 0 <= k0 <= k1 <= K, got {k0}, {k1}, {self.K}")
-        cols = self.cols
-        ptr = cols.ctypes.data
-        row = N * 8
-        trace = self.trace.ctypes.data if self.trace is not None else None
-        self._bad[0] = -1
-        done = self._lib.rnnlimit_truncated(
-            N, d, m, self.act, self.clip,
-            ptr, ptr + m * row, ptr + (m + d) * row, ptr + (2 * m + d) * row,
-            self.h.ctypes.data, self.hp.ctypes.data, self.xs.ctypes.data, self.ys.ctypes.data,
-            self.K, k0, k1, self.eta, self.scale,
-            self.s.ctypes.data, self._acc.ctypes.data, self._bad.ctypes.data, trace,
-            self.trace_stride, self.threads,
-        )  # fmt: skip
-        if done < 0:
-            raise ValueError("native kernel refused its arguments")
-        acc = self._acc
-        return int(self._bad[0]), float(acc[0]), acc[1 : 1 + m].copy(), acc[1 + m :].copy()
 
 
 #: Largest ``d + m`` and ``m`` of the native grid limit kernel (``limit_pic.c``).

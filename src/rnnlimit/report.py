@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from rnnlimit.errors import ParameterError
 from rnnlimit.figures import (
     CAPTIONS,
+    OPTIONAL,
     ci95_text,
     draw_figures,
     error_floor,
@@ -32,6 +33,7 @@ from rnnlimit.figures import (
     tasks_by_N,
 )
 from rnnlimit.sweep import load_npz, write_atomic
+from rnnlimit.verdicts import limit_scale, rate_verdict, solver_warnings, verdict_sentence
 
 __all__ = ["RunData", "finite_memory_samples", "load_run", "reading", "write_report"]
 
@@ -97,46 +99,165 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _rate_line(metric: str, r: dict[str, Any], tasks: list[dict[str, Any]], what: str) -> str:
+    """One fitted rate with its verdict (recomputed for run directories that hold none)."""
+    if r.get("verdict") is None:
+        used = [t for t in tasks if t.get("diverged_at") is None and t.get(metric) is not None]
+        v = rate_verdict(r, len({t["N"] for t in used}), len({t["seed"] for t in used}))
+        r = {**r, "verdict": v["verdict"], "verdict_reason": v["reason"]}
+    left_out = r.get("excluded") or []
+    excl = f", {len(left_out)} diverged runs left out" if left_out else ""
+    return (
+        f"Fitted rate of {metric}{what}: error ∝ N^{r['slope']:.3f}, 95% CI {ci95_text(r)} "
+        f"({r.get('n_points', '?')} runs{excl}): {verdict_sentence(r['verdict'])} "
+        f"({r['verdict_reason']})."
+    )
+
+
+def _mean_error(tasks: list[dict[str, Any]], N: int, metric: str) -> float | None:
+    vals = [t[metric] for t in tasks if t["N"] == N and t.get(metric) is not None]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _divergence_lines(res: dict[str, Any], gradient: str) -> list[str]:
+    """What diverged: the limit (nothing else can be read then) and each finite run."""
+    lines = []
+    lim, other = res.get("limit") or {}, res.get("other_limit") or {}
+    for d, after in (
+        (
+            lim.get("diverged"),
+            "the networks were not trained: there is nothing to compare them with",
+        ),
+        (other.get("diverged"), f"the networks are compared with the {gradient} limit only"),
+    ):
+        if d:
+            lines.append(
+                f"DIVERGED: {d.get('message', 'a limit diverged')}. A diverged limit gives no "
+                f"error estimate and no contraction check; {after}."
+            )
+    tasks = res.get("tasks", [])
+    bad = [t for t in tasks if t.get("diverged_at") is not None]
+    if bad:
+        named = "; ".join(
+            f"N = {t['N']} seed {t['seed']} at step {t['diverged_at']}"
+            + (f" (t = {t['diverged_t']:.3g})" if t.get("diverged_t") is not None else "")
+            + (f": {t['diverged_what']}" if t.get("diverged_what") else "")
+            for t in bad
+        )
+        lines.append(
+            f"{len(bad)} of {len(tasks)} finite runs DIVERGED and are left out of every error, "
+            f"mean and rate below: {named}."
+        )
+    return lines
+
+
+def _other_limit_lines(res: dict[str, Any], gradient: str) -> list[str]:
+    """The other gradient's limit (``limit.both_gradients``): the gap, the networks' distance to
+    it, and which limit the widest networks are nearer."""
+    other = res.get("other_limit") or {}
+    if not other or other.get("diverged"):
+        return []
+    name, lines = other.get("gradient", "other"), []
+    gap = other.get("gap_max")
+    floors = [
+        f
+        for f in ((res.get("limit") or {}).get("error") or {}, other.get("error") or {})
+        if f.get("total") is not None
+    ]
+    floor = max((f["total"] for f in floors), default=None)
+    if gap is not None:
+        lines.append(
+            f"Gap between the {gradient} and the {name} limits (max over t of the RMS over the "
+            f"grid): {gap:.3g} at t = {other.get('gap_t_max', float('nan')):.3g}"
+            + (f", {gap / floor:.1f}× the larger of their error floors ({floor:.2g})" if floor
+               else "")
+            + "."
+        )  # fmt: skip
+    tasks = [t for t in res.get("tasks", []) if t.get("diverged_at") is None]
+    for metric, r in (res.get("other_rates") or {}).items():
+        if r.get("slope") is not None:
+            lines.append(
+                f"Distance to the {name} limit ({metric}): error ∝ N^{r['slope']:.3f}, 95% CI "
+                f"{ci95_text(r)} ({r.get('n_points', '?')} runs); it cannot fall much below the "
+                "gap between the two limits, where it must level off."
+            )
+    widths = sorted({t["N"] for t in tasks})
+    own = _mean_error(tasks, widths[-1], "sup_rms_grid") if widths else None
+    far = _mean_error(tasks, widths[-1], "other_sup_rms_grid") if widths else None
+    if gap is not None and own is not None and far is not None:
+        head = (
+            f"At the widest N = {widths[-1]} the networks are {own:.3g} from the {gradient} "
+            f"limit and {far:.3g} from the {name} limit, the gap being {gap:.3g}: "
+        )
+        if own < gap / 2:  # then, by the triangle inequality, far ≥ gap − own > own
+            lines.append(head + f"they resolve the two limits and follow the {gradient} one.")
+        else:
+            lines.append(
+                head + "their distance to either exceeds half the gap, so these widths cannot "
+                "tell the two limits apart yet" + _width_for(res.get("rate") or {}, gap / 2) + "."
+            )
+    return lines
+
+
+def _width_for(rate: dict[str, Any], target: float) -> str:
+    """``"; the fitted rate reaches <target> near N ≈ …"`` (empty without a decreasing fit)."""
+    slope, c = rate.get("slope"), rate.get("intercept")
+    if slope is None or c is None or not slope < 0 or not c > 0:
+        return ""
+    return f"; the fitted rate reaches half the gap near N ≈ {(target / c) ** (1 / slope):.3g}"
+
+
 def reading(run: RunData) -> list[str]:
-    """A short reading of the numbers, generated from the run's data (one sentence each)."""
+    """A short reading of the numbers, generated from the run's data (one sentence each).
+
+    Nothing is read from what diverged: diverged runs are named and left out of the means and
+    the fit; a diverged limit is named and no contraction, error estimate or rate is claimed.
+    """
     res, lines = run.results, []
     res.setdefault("tasks", [])
     rate, lim, floor = res.get("rate") or {}, res.get("limit") or {}, error_floor(res)
+    config = res.get("config") or {}
+    gradient = res.get("gradient") or (config.get("training") or {}).get("gradient", "truncated")
+    lines += _divergence_lines(res, gradient)
+    if lim and not lim.get("diverged") and gradient == "rtrl":
+        lines.append(
+            "The networks are trained by RTRL and compared with the RTRL limit (§4b), the limit "
+            "of their own gradient."
+        )
     rates = res.get("rates") or ({rate.get("metric", "sup_rms_grid"): rate} if rate else {})
     for metric, r in rates.items():
         if r.get("slope") is None:
             continue
-        lo, hi = (r.get("ci95") or [None, None])[:2]
-        if lo is None or hi is None:
-            verdict = "too few widths for a confidence interval"
-        elif lo <= -0.5 <= hi:
-            verdict = "consistent with the theoretical N^-0.5"
-        else:
-            verdict = "NOT consistent with the theoretical N^-0.5 (the CI excludes -0.5)"
-        lines.append(
-            f"Fitted rate of {metric}: error ∝ N^{r['slope']:.3f}, 95% CI {ci95_text(r)} "
-            f"({r.get('n_points', '?')} runs): {verdict}."
-        )
-    metrics = [m for m in ("sup_rms_grid", "sup_l2_pi") if any(t.get(m) for t in res["tasks"])]
-    for N in sorted({t["N"] for t in res.get("tasks", []) if metrics}):
+        lines.append(_rate_line(metric, r, res["tasks"], ""))
+    ok = [t for t in res["tasks"] if t.get("diverged_at") is None]
+    metrics = [m for m in ("sup_rms_grid", "sup_l2_pi") if any(t.get(m) for t in ok)]
+    for N in sorted({t["N"] for t in ok if metrics}):
         parts = []
         for m in metrics:
-            vals = [t[m] for t in res["tasks"] if t["N"] == N and t.get(m) is not None]
-            if vals:
-                e = float(np.mean(vals))
+            if (e := _mean_error(ok, N, m)) is not None:
                 parts.append(f"{m} = {e:.3g}" + (f" ({e / floor:.1f}× the floor)" if floor else ""))
-        lines.append(f"N = {N}: " + ", ".join(parts) + ".")
+        if parts:
+            lines.append(f"N = {N}: " + ", ".join(parts) + ".")
     if floor and metrics:
-        best = min(t[metrics[0]] for t in res["tasks"] if t.get(metrics[0]) is not None)
-        where = "reaches" if best < 2 * floor else "stays above"
-        lines.append(f"The widest networks' error {where} the limit's error floor {floor:.2g}.")
-    for t in res.get("tasks", []):
-        if t.get("diverged_at") is not None:
-            lines.append(f"N = {t['N']}, seed {t['seed']} diverged at step {t['diverged_at']}.")
+        errs = [t[metrics[0]] for t in ok if t.get(metrics[0]) is not None]
+        near = sum(e < 2 * floor for e in errs)
+        where = "reaches" if errs and min(errs) < 2 * floor else "stays above"
+        lines.append(
+            f"The widest networks' error {where} the limit's error floor {floor:.2g}"
+            + (
+                f"; {near} of {len(errs)} runs lie within twice the floor, where the solver's "
+                "own error flattens the fitted slope"
+                if near
+                else ""
+            )
+            + "."
+        )
+    lines += _other_limit_lines(res, gradient)
     by_N = tasks_by_N(run.tasks)
     if by_N:
         N, task = max(by_N), by_N[max(by_N)][0]
-        if len(task["loss"]):
+        if len(task["loss"]) and np.isfinite(task["loss"][[0, -1]]).all():
             lines.append(
                 f"Training loss (N = {N}): {task['loss'][0]:.3g} in the first window, "
                 f"{task['loss'][-1]:.3g} at the end."
@@ -147,7 +268,13 @@ def reading(run: RunData) -> list[str]:
     lip = lim.get("lipschitz_max")
     if lip is None and run.limit is not None and len(run.limit.get("lipschitz", [])):
         lip = float(np.max(run.limit["lipschitz"]))
-    if lip is not None:
+    has_limit = (bool(lim) and not lim.get("diverged")) or (not lim and run.limit is not None)
+    if has_limit and (lip is None or not np.isfinite(lip)):
+        lines.append(
+            "WARNING: the Lipschitz constant of s ↦ ψ(h_t(x, s)) could not be measured (not a "
+            "number): the contraction of the memory map, and so the memory law, is unverified."
+        )
+    elif has_limit:
         verdict = "< 1: the memory map is a contraction, the memory law is well posed"
         lines.append(
             f"Max Lipschitz constant of s ↦ ψ(h_t(x, s)) over t: {lip:.3g} "
@@ -156,6 +283,21 @@ def reading(run: RunData) -> list[str]:
     if lim.get("error"):
         parts = ", ".join(f"{k} {_fmt(v)}" for k, v in lim["error"].items())
         lines.append(f"The limit solver's own error estimate (max over t, RMS): {parts}.")
+        warnings = lim.get("warnings")
+        if warnings is None:  # a run directory written before the warnings were stored
+            scale = (
+                None if run.limit is None or "h" not in run.limit else limit_scale(run.limit["h"])
+            )
+            warnings = solver_warnings(lim["error"], scale, None)
+        lines += [f"WARNING: {w}." for w in warnings]
+    elif has_limit and "error" in lim:
+        lines.append(
+            "The limit solver's own error was not estimated (limit.estimate_error = false): the "
+            "error floor, and so how close a network can be shown to get, is unknown."
+        )
+    other = res.get("other_limit") or {}
+    for w in other.get("warnings") or []:
+        lines.append(f"WARNING ({other.get('gradient')} limit): {w}.")
     walls = [f"limit {lim['wall_time']:.1f} s"] if lim.get("wall_time") is not None else []
     for N in sorted({t["N"] for t in res.get("tasks", []) if t.get("wall_time") is not None}):
         w = sum(t["wall_time"] for t in res["tasks"] if t["N"] == N and t.get("wall_time"))
@@ -174,22 +316,42 @@ def _blocks(run: RunData, drawn: set[str]) -> list[Block]:
     ]
     tasks = res.get("tasks", [])
     if tasks:
-        cols = ["N", "seed", "sup_rms_grid", "sup_l2_pi", "wall_time", "steps", "diverged_at"]
+        cols = ["N", "seed", "sup_rms_grid", "sup_l2_pi"]
+        if res.get("other_limit"):
+            cols += ["other_sup_rms_grid", "other_sup_l2_pi"]
+        cols += ["wall_time", "steps", "diverged_at", "diverged_t"]
         blocks += [
             ("h2", "Finite networks"),
             ("table", (cols, [[_fmt(t.get(c)) for c in cols] for t in tasks])),
         ]
     lim = res.get("limit") or {}
     if lim:
-        rows = [[k, _fmt(v)] for k, v in (lim.get("error") or {}).items()]
-        rows += [[k, _fmt(lim.get(k))] for k in ("representation", "kernel_method", "wall_time")]
-        rows += [["note", n] for n in lim.get("notes", [])]
+        rows = _limit_rows(lim)
+        if res.get("other_limit"):
+            other = res["other_limit"]
+            rows += [[f"{other.get('gradient')} limit: {k}", v] for k, v in _limit_rows(other)]
+            rows += [["gap between the limits (max over t)", _fmt(other.get("gap_max"))]]
         blocks += [("h2", "The limit"), ("table", (["quantity", "value"], rows))]
     blocks.append(("h2", "Figures"))
     for name, caption in CAPTIONS.items():
+        if name in OPTIONAL and name not in drawn:
+            continue
         skipped = ("p", f"*{caption}*: skipped, the run directory holds no data for it.")
         blocks.append(("fig", (name, caption)) if name in drawn else skipped)
     return blocks
+
+
+def _limit_rows(lim: dict[str, Any]) -> list[list[str]]:
+    """The rows of one limit's table: error parts, representation, notes, warnings, divergence."""
+    if lim.get("diverged"):
+        return [["gradient", _fmt(lim.get("gradient"))], ["diverged", lim["diverged"]["message"]]]
+    rows = [[k, _fmt(lim.get(k))] for k in ("gradient",) if lim.get(k)]
+    rows += [[k, _fmt(v)] for k, v in (lim.get("error") or {}).items()]
+    keys = ("scale", "representation", "kernel_method", "wall_time")
+    rows += [[k, _fmt(lim.get(k))] for k in keys if k in lim]
+    rows += [["note", n] for n in lim.get("notes", [])]
+    rows += [["warning", w] for w in lim.get("warnings") or []]
+    return rows
 
 
 def recorded_reading(run_dir: str | os.PathLike[str]) -> list[str]:

@@ -27,7 +27,7 @@ from rnnlimit import sweep
 from rnnlimit.config import ExperimentConfig, config_to_toml, load_config
 from rnnlimit.errors import ParameterError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: limit/gradient columns, other_limit, other_*, verdicts, diverged_*
 METRICS = ("sup_rms_grid", "sup_l2_pi")
 Progress = Callable[[str, int, int], None] | None
 
@@ -133,39 +133,51 @@ def write_results(
     lim: dict | None,
     tasks: Sequence[dict],
     rates: dict[str, dict[str, Any]],
+    *,
+    other_rates: dict[str, dict[str, Any]] | None = None,
+    limit_failure: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``errors.csv``, ``errors_t.csv``, ``loss.csv`` and ``results.json`` from the task files
-    and the fitted ``rates`` (per metric; ``rate`` is that of ``sup_rms_grid``)."""
+    and the fitted ``rates`` (per metric; ``rate`` is that of ``sup_rms_grid``).
+
+    The ``limit`` column of the error CSVs names the gradient of the limit measured against:
+    ``training.gradient`` (the reference) and, with ``limit.both_gradients``, the other one
+    (``other_*`` task values, ``other_rates``). ``limit_failure`` stands in for the limit's
+    summary when it diverged."""
+    own, other = cfg.training.gradient, cfg.other_gradient
     err_rows, err_t_rows, loss_rows = [], [], []
     for t in tasks:
         N, s = t["N"], t["seed"]
         loss_rows += _rows(("network", N, s), t["window_t"], t["loss"])
         if lim is None:
             continue
-        err_rows += [(N, s, m, t[m]) for m in METRICS]
-        err_t_rows += _rows((N, s), t["eval_times"], t["rms_grid_t"], "rms_grid")
-        err_t_rows += _rows((N, s), lim["memory_times"], t["l2_pi_t"], "l2_pi")
-    summary = None
+        for g, pre in ((own, ""), (other, "other_")):
+            if f"{pre}rms_grid_t" not in t:
+                continue
+            err_rows += [(N, s, g, m, t[pre + m]) for m in METRICS]
+            err_t_rows += _rows((N, s, g), t["eval_times"], t[f"{pre}rms_grid_t"], "rms_grid")
+            err_t_rows += _rows((N, s, g), lim["memory_times"], t[f"{pre}l2_pi_t"], "l2_pi")
+    summary = limit_failure
+    other_summary = None
     if lim is not None:
         summary = limit_summary(lim)
+        other_summary = summary.pop("other", None)
         loss_rows += _rows(("limit", None, None), lim["loss_t"], lim["loss"])
-    sweep.write_csv(run_dir / "errors.csv", ("N", "seed", "metric", "value"), err_rows)
-    sweep.write_csv(run_dir / "errors_t.csv", ("N", "seed", "t", "metric", "value"), err_t_rows)
+        if "other_loss" in lim:
+            loss_rows += _rows(("other_limit", None, None), lim["other_loss_t"], lim["other_loss"])
+    head = ("N", "seed", "limit")
+    sweep.write_csv(run_dir / "errors.csv", (*head, "metric", "value"), err_rows)
+    sweep.write_csv(run_dir / "errors_t.csv", (*head, "t", "metric", "value"), err_t_rows)
     sweep.write_csv(run_dir / "loss.csv", ("source", "N", "seed", "t", "loss"), loss_rows)
     scalars = (
-        "N",
-        "seed",
-        *METRICS,
-        "wall_time",
-        "steps",
-        "diverged_at",
-        "loss_first",
-        "loss_last",
-    )
-    rows = [{k: t.get(k) for k in scalars} for t in tasks]
+        "N", "seed", *METRICS, *(f"other_{m}" for m in METRICS), "wall_time", "steps",
+        "diverged_at", "diverged_t", "diverged_what", "loss_first", "loss_last",
+    )  # fmt: skip
+    rows = [{k: t.get(k) for k in scalars if k in t or not k.startswith("other_")} for t in tasks]
     results = dict(
-        schema_version=SCHEMA_VERSION, kind=kind, config=cfg.model_dump(exclude_none=True),
-        limit=summary, tasks=rows, rate=rates.get("sup_rms_grid"), rates=rates,
+        schema_version=SCHEMA_VERSION, kind=kind, gradient=own,
+        config=cfg.model_dump(exclude_none=True), limit=summary, other_limit=other_summary,
+        tasks=rows, rate=rates.get("sup_rms_grid"), rates=rates, other_rates=other_rates or {},
         versions=versions(),
     )  # fmt: skip
     sweep.save_json(run_dir / "results.json", results)

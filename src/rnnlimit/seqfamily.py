@@ -67,11 +67,11 @@ class KernelFamily:
         for r in self.representations:
             check_choice("representations", r, REPRESENTATIONS)
         check_range("sigma_w", self.sigma_w, 0.0, low_open=True)
-        self.law(1)  # validates sigma_u, b_max, tau_max and activation
+        self.law()  # validates sigma_u, b_max, tau_max and activation
 
-    def law(self, dim: int) -> OmegaLaw:
-        """Law of ω for ``dim`` input channels before embedding."""
-        del dim  # the window, not the channel count, sets the scale of w
+    def law(self) -> OmegaLaw:
+        """Law of ω (``w``'s sd is ``sigma_w/√window``: the window, not the channel count, sets
+        the scale of the filter)."""
         return OmegaLaw(
             sigma_w=self.sigma_w / math.sqrt(self.window), sigma_u=self.sigma_u,
             b_max=self.b_max, b_law="logtime", tau_max=self.tau_max, activation=self.activation,
@@ -87,7 +87,7 @@ class KernelFamily:
         representation."""
         dils = dilations(length, self.window, self.max_dilations)
         per = max(16, 2 ** round(math.log2(self.n_theta / len(dils))))
-        law, dim = self.law(channels), channels * self.window
+        law, dim = self.law(), channels * self.window
         groups = []
         # one scrambled Sobol set per dilation, seeded from numpy (no JAX compilation)
         for d, child in zip(dils, np.random.SeedSequence(seed).spawn(len(dils)), strict=True):

@@ -4,9 +4,11 @@
     ℓ_k = ½ |Y_k − ĝ_k|²,    θ_{k+1} = θ_k + η_N (Y_k − ĝ_k) · G_k,    S_{k+1} = ψ(ĝ_k)
 
 with ``G_k = ∇_θ g^N(X_k, S_k)`` (truncated, ``S_k`` an input) or ``G_k = dĝ_k/dθ`` through the
-memory (RTRL). Each loop accumulates ``Σℓ``, ``ΣS``, ``ΣS²``, the first non-finite step and,
-if asked, a trace of ``(S_k, ĝ_k, Y_k)``. An engine (:class:`JaxEngine`, :class:`NativeEngine`)
-holds the loop's state between the record points of :func:`rnnlimit.train.train`.
+memory (RTRL). Each loop accumulates ``Σℓ``, ``ΣS``, ``ΣS²``, the first diverged step (a
+non-finite loss, or an output ``|ĝ_k,j|`` beyond a bound far above the targets' range
+``[-1, 1]``: :data:`OUTPUT_BOUND`) and, if asked, a trace of ``(S_k, ĝ_k, Y_k)``. An engine
+(:class:`JaxEngine`, :class:`NativeEngine`) holds the loop's state between the record points
+of :func:`rnnlimit.train.train`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlimit import native
-from rnnlimit.errors import ParameterError
 from rnnlimit.fastmath import activation_and_derivative
+from rnnlimit.nativetrain import TrainRunner
 from rnnlimit.network import (
     NetworkSpec,
     Params,
@@ -30,6 +32,9 @@ from rnnlimit.network import (
 )
 
 Array = jax.Array
+#: Default bound on ``|ĝ_k,j|``: beyond it a run has diverged (runaway growth, while still
+#: finite). Targets lie in ``[-1, 1]^m``, and a network that learns them stays O(1).
+OUTPUT_BOUND = 1e6
 
 
 def _truncated_interval(
@@ -41,6 +46,7 @@ def _truncated_interval(
     k0: Array,
     k1: Array,
     eta: Array,
+    bound: Array,
 ) -> dict[str, Any]:
     """Truncated steps ``k0 ≤ k < k1`` as one skewed elementwise pass per step.
 
@@ -93,7 +99,7 @@ def _truncated_interval(
         x_next = xs[jnp.minimum(k + 1, last)]
         h, hp, g_next = forward(c, w, b, u, x_next, s_next)
         out = dict(cols=(c, w, b, u), h=h, hp=hp, g=g_next, s=s_next)
-        return _accumulate(out, st, k, s, g, y, loss, trace_stride)
+        return _accumulate(out, st, k, s, g, y, loss, bound, trace_stride)
 
     zero = jnp.zeros((), xs.dtype)
     st = dict(
@@ -133,10 +139,13 @@ def _accumulate(
     g: Array,
     y: Array,
     loss: Array,
+    bound: Array,
     trace_stride: int,
 ) -> dict[str, Any]:
-    """Per-step bookkeeping shared by both loops: Σℓ, ΣS, ΣS², first non-finite step, trace."""
-    bad = (st["bad"] < 0) & ~jnp.isfinite(loss)
+    """Per-step bookkeeping shared by both loops: Σℓ, ΣS, ΣS², first diverged step (non-finite
+    loss or ``|ĝ_k,j| > bound``), trace."""
+    ok = jnp.isfinite(loss) & jnp.all(jnp.abs(g) <= bound)
+    bad = (st["bad"] < 0) & ~ok
     out.update(
         loss=st["loss"] + loss,
         s1=st["s1"] + s,
@@ -164,6 +173,7 @@ def _interval(
     k0: Array,
     k1: Array,
     eta: Array,
+    bound: Array,
 ) -> dict[str, Any]:
     """Run steps ``k0 ≤ k < k1`` fused in one loop; accumulate Σℓ, ΣS, ΣS² and trace."""
 
@@ -177,7 +187,7 @@ def _interval(
         err = y - g
         loss = 0.5 * jnp.sum(err * err)
         out = dict(params=params, J=J, s=clip_memory(spec, g)[0])
-        return _accumulate(out, c, k, s, g, y, loss, trace_stride)
+        return _accumulate(out, c, k, s, g, y, loss, bound, trace_stride)
 
     zero = jnp.zeros((), xs.dtype)
     carry = dict(carry, loss=zero, s1=jnp.zeros_like(carry["s"]), s2=jnp.zeros_like(carry["s"]))
@@ -191,10 +201,11 @@ _truncated_jit = jax.jit(_truncated_interval, static_argnums=(0, 1))
 class JaxEngine:
     """The jitted JAX intervals (every gradient, every dtype)."""
 
-    def __init__(self, spec, gradient, trace_stride, params, xs, ys, eta, K) -> None:
+    def __init__(self, spec, gradient, trace_stride, params, xs, ys, eta, K, bound) -> None:
         self.spec, self.gradient, self.trace_stride = spec, gradient, trace_stride
         self.xs, self.ys, self.eta = xs, ys, eta
         dtype = params.u.dtype
+        self.bound = jnp.asarray(bound, dtype)
         self.carry: dict[str, Any] = dict(
             params=params,
             J=zero_sensitivity(spec, params) if gradient == "rtrl" else jnp.zeros((), dtype),
@@ -217,7 +228,7 @@ class JaxEngine:
         return np.asarray(self.carry["trace"])
 
     def run(self, k0: int, k1: int) -> tuple[int, float, np.ndarray, np.ndarray]:
-        args = (self.carry, self.xs, self.ys, k0, k1, self.eta)
+        args = (self.carry, self.xs, self.ys, k0, k1, self.eta, self.bound)
         if self.gradient == "truncated":
             self.carry = _truncated_jit(self.spec, self.trace_stride, *args)
         else:
@@ -227,14 +238,14 @@ class JaxEngine:
 
 
 class NativeEngine:
-    """Truncated float64 intervals on the C kernel (:class:`rnnlimit.native.TruncatedRunner`)."""
+    """Float64 intervals, either gradient, in C (:class:`rnnlimit.nativetrain.TrainRunner`)."""
 
-    def __init__(self, spec, trace_stride, params, stream, eta, threads=0) -> None:
+    def __init__(self, spec, gradient, trace_stride, params, stream, eta, bound, threads=0) -> None:
         p = {k: np.asarray(getattr(params, k), dtype=np.float64) for k in ("c", "w", "b", "u")}
-        self.runner = native.TruncatedRunner(
+        self.runner = TrainRunner(
             p["c"], p["w"], p["b"], p["u"], np.asarray(stream.x), np.asarray(stream.y),
             activation=spec.activation, clip=spec.clip, eta=float(eta), scale=spec.scale,
-            trace_stride=trace_stride, threads=threads,
+            bound=float(bound), gradient=gradient, trace_stride=trace_stride, threads=threads,
         )  # fmt: skip
 
     def params(self) -> Params:
@@ -255,17 +266,10 @@ class NativeEngine:
         return self.runner.run(k0, k1)
 
 
-def choose_native(spec: NetworkSpec, gradient: str, dtype: Any, backend: str) -> bool:
-    """Pick the backend; ``backend="native"`` raises when the native kernel cannot run."""
-    if backend == "jax":
-        return False
-    why = native.unsupported(spec.activation, spec.d, spec.m)
-    if gradient != "truncated":
-        why = f"the native kernel runs gradient='truncated' only, got {gradient!r}"
-    elif jnp.dtype(dtype) != jnp.float64:
-        why = f"the native kernel runs float64 only, got {jnp.dtype(dtype).name}"
-    elif not why and not native.available():
-        why = f"the native kernel is unavailable ({native.unavailable_reason()})"
-    if why and backend == "native":
-        raise ParameterError("backend", why)
-    return not why
+def choose_native(spec: NetworkSpec, dtype: Any, backend: str) -> bool:
+    """Whether the native trainer runs (:func:`rnnlimit.native.choose`, kernel ``"train"``: both
+    gradients, float64, ``d, m ≤ MAX_DM``); ``backend="native"`` raises a
+    :class:`ParameterError` naming ``backend`` when it cannot."""
+    return native.choose(
+        "train", backend=backend, dtype=dtype, d=spec.d, m=spec.m, activation=spec.activation
+    )

@@ -8,7 +8,7 @@ per step k, time ``t = k / N``::
 
 The steps run fused inside one jitted ``lax.fori_loop`` per interval between record points, so
 the host is visited only to record outputs and windowed statistics; memory stays ``O(N)``
-unless a trace is asked for. Truncated float64 training runs on the native kernel
+unless a trace is asked for. Float64 training, truncated or RTRL, runs on the native kernel
 (:mod:`rnnlimit.native`, the same skewed pass in C, vectorised) when it is built. The loops
 themselves live in :mod:`rnnlimit.steps`; this module validates, schedules and records.
 """
@@ -28,7 +28,7 @@ import numpy as np
 from rnnlimit.chains import Stream, check_stream_values
 from rnnlimit.errors import DivergenceError, ParameterError, check_choice, check_int, check_range
 from rnnlimit.network import NetworkSpec, Params, clip_memory, output_batch
-from rnnlimit.steps import JaxEngine, NativeEngine, choose_native
+from rnnlimit.steps import OUTPUT_BOUND, JaxEngine, NativeEngine, choose_native
 
 Array = jax.Array
 GRADIENTS = ("truncated", "rtrl")
@@ -96,6 +96,7 @@ def train(
     progress: Callable[[int, int], None] | None = None,
     backend: Literal["auto", "native", "jax"] = "auto",
     native_threads: int = 0,
+    output_bound: float = OUTPUT_BOUND,
 ) -> TrainRecord:
     """Train online on ``stream`` from ``params`` for ``n_steps`` steps (default: whole stream).
 
@@ -103,12 +104,15 @@ def train(
     record keeps ``g^N_k(z)`` with ``k = round(t N)`` (before step k's update). Loss and memory
     moments are averaged over windows of ``window`` steps (default ``max(1, N // 10)``).
     ``progress(k_done, K)`` is called between intervals. Raises :class:`DivergenceError`
-    (holding the record so far) as soon as an interval produced a non-finite output.
+    (holding the record up to the step before) at the first step whose loss is non-finite or
+    whose output has a component ``|ĝ_k,j| > output_bound`` (runaway growth: the targets lie in
+    ``[-1, 1]^m``; default :data:`rnnlimit.steps.OUTPUT_BOUND`).
 
     ``backend``: ``"jax"`` runs the jitted JAX loops; ``"native"`` the C kernel of
-    :mod:`rnnlimit.native` (truncated gradient, float64; a :class:`ParameterError` says why when
-    it cannot); ``"auto"`` (default) the native kernel where it can run, JAX elsewhere. Both give
-    the same record up to rounding. ``native_threads`` (0 = auto, 1, 2) is the number of
+    :mod:`rnnlimit.native` (either gradient, float64; a :class:`ParameterError` says why when it
+    cannot; the rules are :func:`rnnlimit.native.decide`'s); ``"auto"`` (default) the native
+    kernel where it can run and JAX computes on the CPU, JAX elsewhere. Both give the same
+    record up to rounding. ``native_threads`` (0 = auto, 1, 2) is the number of
     threads the native kernel splits the units between (:func:`rnnlimit.native.resolve_threads`;
     the environment variable ``RNNLIMIT_NATIVE_THREADS`` overrides it).
     """
@@ -124,7 +128,8 @@ def train(
     check_choice("backend", backend, BACKENDS)
     check_int("native_threads", native_threads, 0, 2)
     dtype = params.u.dtype
-    use_native = choose_native(spec, gradient, dtype, backend)
+    check_range("output_bound", output_bound, 1.0, None, low_open=True)
+    use_native = choose_native(spec, dtype, backend)
     zs = np.zeros((0, spec.d + spec.m)) if eval_points is None else np.asarray(eval_points, float)
     if zs.ndim != 2 or zs.shape[1] != spec.d + spec.m:
         raise ParameterError(
@@ -138,10 +143,12 @@ def train(
     eta = jnp.asarray(spec.eta(alpha), dtype)
     engine: JaxEngine | NativeEngine
     if use_native:
-        engine = NativeEngine(spec, trace_stride, params, stream, eta, native_threads)
+        engine = NativeEngine(
+            spec, gradient, trace_stride, params, stream, eta, output_bound, native_threads
+        )
     else:
         xs, ys = jnp.asarray(stream.x, dtype), jnp.asarray(stream.y, dtype)
-        engine = JaxEngine(spec, gradient, trace_stride, params, xs, ys, eta, K)
+        engine = JaxEngine(spec, gradient, trace_stride, params, xs, ys, eta, K, output_bound)
 
     outputs: dict[int, np.ndarray] = {}
     win_end: list[int] = []
@@ -192,7 +199,8 @@ def train(
         last_good = engine.snapshot()
         bad, loss, s1, s2 = engine.run(int(k0), int(k1))
         if bad >= 0:
-            raise DivergenceError(bad, record(bad, bad, engine.restore(last_good)))
+            rec = record(bad, bad, engine.restore(last_good))
+            raise DivergenceError(bad, rec, how=f"became non-finite or exceeded {output_bound:g}")
         acc[0] += loss
         acc[1] = acc[1] + s1
         acc[2] = acc[2] + s2

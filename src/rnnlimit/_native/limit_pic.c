@@ -40,9 +40,6 @@
    instructions and runs the particle loop ~1.5x slower */
 #include "rnnlimit_native.h"
 
-#define PIC_MAX_D 3
-#define PIC_MAX_M 2
-
 typedef struct {
     int64_t G, M;
     int n, D, d, m, memory, clip, rtrl;

@@ -1,7 +1,7 @@
 /*
  * What the native kernels (fused_train.c: the trainer; limit_pic.c: the limit's grid stages;
  * seq_features.c: the sequence kernel's feature scan) share: the export and multiversioning
- * macros, bit casts and the memory clip psi (MODEL.md §2).
+ * macros, the size limits, bit casts and the memory clip psi and its derivative (MODEL.md §2).
  */
 #ifndef RNNLIMIT_NATIVE_H
 #define RNNLIMIT_NATIVE_H
@@ -24,6 +24,13 @@
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
+
+/* Size limits of the kernels, exported by rnnlimit_limits() and checked by rnnlimit.native at
+ * load time (a mismatch would overrun buffers rather than raise). */
+#define MAX_DM 64   /* fused_train.c: largest d and m of the trainer */
+#define PIC_MAX_D 3 /* limit_pic.c: largest d + m of the grid limit kernel */
+#define PIC_MAX_M 2 /* limit_pic.c: largest m of the grid limit kernel */
+#define LANES 128   /* seq_features.c: omega samples per block of the feature scan */
 
 /* Bit casts (memcpy: no aliasing trouble, compiled to register moves) */
 INLINE double bits_to_double(uint64_t u) {
@@ -56,6 +63,14 @@ enum { CLIP_HARD = 0, CLIP_SMOOTH = 1 };
 INLINE double psi_clip(int clip, double g) {
     if (clip == CLIP_HARD) return g < -1.0 ? -1.0 : (g > 1.0 ? 1.0 : g);
     return tanh(g);
+}
+
+/* psi'(g): 1 inside (-1, 1) and 0 outside for the hard clip (its a.e. derivative), 1 - tanh^2
+ * for the smooth one (rnnlimit.activations.psi) */
+INLINE double psi_prime(int clip, double g) {
+    if (clip == CLIP_HARD) return fabs(g) < 1.0 ? 1.0 : 0.0;
+    const double t = tanh(g);
+    return 1.0 - t * t;
 }
 
 #endif

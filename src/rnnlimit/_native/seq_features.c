@@ -30,9 +30,6 @@
 #include "rnnlimit_native.h"
 
 enum { SEQ_ERF = 0, SEQ_TANH = 1, SEQ_RELU = 2 };
-#ifndef LANES
-#define LANES 128
-#endif
 
 /* c[0] + c[1] x + ... + c[n-1] x^{n-1} by Horner (n is a constant at every call: unrolled) */
 INLINE float horner_f(const float *c, int n, float x) {
