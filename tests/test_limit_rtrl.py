@@ -167,10 +167,11 @@ def test_rtrl_grid_drift_converges_to_the_trace_recursion_with_the_exact_kernel(
             assert errs[1] < errs[0] / 3 and errs[2] < errs[1] / 3, errs
 
 
-@pytest.mark.parametrize("representation", ["grid", "features"])
+@pytest.mark.parametrize("representation", ["grid", "features", "nystrom"])
 def test_m2_traces_have_m_by_m_blocks_per_basis_function(representation) -> None:
     problem = _problem(2)
-    basis = LimitNumerics(grid=5, n_features=8, representation=representation).basis(problem.kernel)
+    numerics = LimitNumerics(grid=5, n_features=8, n_inducing=8, representation=representation)
+    basis = numerics.basis(problem.kernel)
     dtype = float_dtype()
     aux = basis.setup(_h0_linear_in_s(2), problem.alpha, dtype)
     state = initial_state("rtrl", basis, M, 2, dtype)
@@ -222,12 +223,20 @@ def test_native_rtrl_stages_equal_the_jax_stages(d, m, scheme, clip) -> None:
 
 
 @pytest.mark.parametrize(
-    ("representation", "backend"), [("grid", "jax"), ("grid", "auto"), ("features", "jax")]
+    ("representation", "backend"),
+    [("grid", "jax"), ("grid", "auto"), ("features", "jax"), ("nystrom", "jax")],
 )
 def test_rtrl_limit_without_memory_is_the_truncated_limit(representation, backend) -> None:
     """``memory=False``: the memory map is constant, ``∂_s`` of it is 0 and ``E_k = A(·, Z_k)``."""
     kw = dict(
-        T=0.4, dt=0.1, M=64, chain_steps=2, grid=7, n_features=16, representation=representation
+        T=0.4,
+        dt=0.1,
+        M=64,
+        chain_steps=2,
+        grid=7,
+        n_features=16,
+        n_inducing=16,
+        representation=representation,
     )
     numerics = LimitNumerics(**kw)
     z = np.random.default_rng(1).uniform(-1, 1, (8, 2))
@@ -237,8 +246,11 @@ def test_rtrl_limit_without_memory_is_the_truncated_limit(representation, backen
         )
         for g in ("rtrl", "truncated")
     }
-    assert np.abs(res["truncated"].h).max() > 0.05
-    np.testing.assert_allclose(res["rtrl"].h, res["truncated"].h, rtol=0, atol=1e-12)
+    scale = np.abs(res["truncated"].h).max()
+    assert scale > 0.05
+    # the Nyström block is float32 (rnnlimit.nystrom): the two programs round it differently
+    atol = 1e-6 * scale if representation == "nystrom" else 1e-12
+    np.testing.assert_allclose(res["rtrl"].h, res["truncated"].h, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("backend", ["jax", "auto"])

@@ -168,10 +168,9 @@ class NystromBasis:
         inverse, block = phi
         return inverse @ (block.T @ r.astype(jnp.float32)).astype(inverse.dtype)
 
-    def add_to_trace(self, trace: Array, phi: tuple[Array, Array]) -> Array:
+    def add_to_trace(self, trace: Array, phi: tuple[Array, Array], P: Array) -> Array:
         inverse, block = phi
-        eye = jnp.eye(trace.shape[-1], dtype=trace.dtype)
-        return trace + (block.astype(inverse.dtype) @ inverse)[:, :, None, None] * eye
+        return trace + (block.astype(inverse.dtype) @ inverse)[:, :, None, None] * P[:, None]
 
     def expansion(self, aux: NystromAux, R: Array, z: Array) -> Array:
         return aux.h0(z) + aux.alpha * self.design(aux, z) @ R
