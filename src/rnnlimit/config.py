@@ -7,178 +7,57 @@ whose ``parameter`` is the dotted key path (``"network.beta"``, ``"study.widths[
 message gives the allowed range. The builders (``cfg.stream.build_chain()``,
 ``cfg.network_spec(N)``, ``cfg.limit_problem()``, …) hand the validated values to the numerical
 modules, which then assume valid input.
+
+This module holds the network, training, limit and study sections, the whole
+:class:`ExperimentConfig`, reading/writing TOML and the built-in demo configs. The ``[stream]``
+section (and ``[stream.recording]``) lives in :mod:`rnnlimit.streamconfig`, the commented example
+text in :mod:`rnnlimit.configexamples`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-import jax.numpy as jnp
-import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from rnnlimit import recorded, recording_io
-from rnnlimit.chains import AR1Chain, Chain, FilterTarget, FiniteChain, LagTarget, Target
+from rnnlimit import recording_io
+from rnnlimit.configexamples import example_config_toml  # re-exported
 from rnnlimit.errors import ParameterError
 from rnnlimit.kernels import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem
 from rnnlimit.network import NetworkSpec
+from rnnlimit.streamconfig import (  # re-exported, but _Section: the base of every section
+    TARGET_FUNCTIONS,
+    RecordingConfig,
+    StreamConfig,
+    TargetFunction,
+    _Section,
+)
 
-TARGET_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
-    "sin2": lambda x: jnp.sin(2.0 * x),
-    "sin": jnp.sin,
-    "cos": jnp.cos,
-    "tanh": jnp.tanh,
-    "identity": lambda x: x,
-    "square": lambda x: x * x,
-}
+__all__ = [
+    "GRAM_BYTES",
+    "TARGET_FUNCTIONS",
+    "ExperimentConfig",
+    "LimitConfig",
+    "NetworkConfig",
+    "RecordingConfig",
+    "StreamConfig",
+    "StudyConfig",
+    "TargetFunction",
+    "TrainingConfig",
+    "config_to_toml",
+    "demo_config",
+    "example_config_toml",
+    "load_config",
+    "recorded_demo_config",
+    "validate_config",
+]
+
 #: Largest node Gram matrix of a grid representation that a config may ask for (bytes).
 GRAM_BYTES = 2 << 30
-TargetFunction = Literal["sin2", "sin", "cos", "tanh", "identity", "square"]
-
-
-class _Section(BaseModel):
-    """Common settings: unknown keys rejected, no silent type coercion, no NaN/inf."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-    key: ClassVar[str] = ""
-
-    def _rekey(self, err: ParameterError) -> ParameterError:
-        """Prefix a builder's parameter name with this section's key."""
-        name = err.parameter if "." in err.parameter else f"{self.key}.{err.parameter}"
-        return ParameterError(name, str(err).split(": ", 1)[-1])
-
-
-class RecordingConfig(_Section):
-    """A recorded series as the stream (:mod:`rnnlimit.recorded`): file, columns, lags, target,
-    horizon, training span and scaling. ``d = len(columns)·len(lags)``, ``m = 1``."""
-
-    key: ClassVar[str] = "stream.recording"
-    path: str = Field(description="a CSV or .npy file (relative: to the config file)")
-    columns: list[str | int] = Field(
-        min_length=1, max_length=16, description="input columns: header names or 0-based indices"
-    )
-    lags: list[int] = Field([0], min_length=1, max_length=16, description="distinct lags >= 0")
-    target: str | int | None = Field(None, description="target column (default: columns[0])")
-    horizon: int = Field(1, ge=0, le=10**6, description="an integer in [0, 1e6]")
-    train_span: list[int] | None = Field(
-        None, min_length=2, max_length=2, description="[start, stop) rows (default: first 80%)"
-    )
-    scaling: Literal["minmax", "quantile", "none"] = "minmax"
-    quantile: float = Field(0.01, gt=0.0, lt=0.5, description="a number in (0, 0.5)")
-    delimiter: str | None = Field(None, description="CSV delimiter (default: sniffed)")
-
-    @model_validator(mode="after")
-    def _readable(self) -> RecordingConfig:
-        self.build()
-        return self
-
-    def build(self) -> recorded.RecordedSeries:
-        """The stream of the recording (read once per file version)."""
-        if len(set(self.columns)) != len(self.columns):
-            raise ParameterError("stream.recording.columns", "must name distinct columns")
-        extra = [] if self.target is None else [self.target]
-        wanted = list(dict.fromkeys([*self.columns, *extra]))
-        try:
-            table = recording_io.load_table(self.path, wanted, self.delimiter)
-            # the table holds the wanted columns, in order, under their names
-            target = None if self.target is None else table.names[wanted.index(self.target)]
-            return recorded.recorded_series(
-                table, list(table.names[: len(self.columns)]), self.lags, target, self.horizon,
-                self.train_span, self.scaling, self.quantile,
-            )  # fmt: skip
-        except ParameterError as err:
-            raise self._rekey(err) from None
-
-
-class StreamConfig(_Section):
-    """Inputs ``X_k`` (clipped AR(1)/VAR(1), finite chain or recording) and targets ``Y_k``."""
-
-    key: ClassVar[str] = "stream"
-    chain: Literal["ar1", "var1", "finite", "recorded"] = "ar1"
-    d: int = Field(1, ge=1, le=16, description="an integer in [1, 16]")
-    rho: float | list[list[float]] = Field(0.6, description="ar1: ρ in (-1, 1); var1: d×d matrix")
-    noise: float = Field(1.0, ge=0.0, description="a number >= 0")
-    P: list[list[float]] | None = Field(None, description="finite: a row-stochastic matrix")
-    values: list[list[float]] | None = Field(
-        None, description="finite: one row in [-1,1]^d per state"
-    )
-    target: Literal["filter", "memoryless", "lag"] = "filter"
-    a: float = Field(0.6, ge=0.0, lt=1.0, description="a number in [0, 1)")
-    f: TargetFunction = "sin2"
-    lag: int = Field(1, ge=1, le=1000, description="an integer in [1, 1000]")
-    m: int = Field(1, ge=1, le=16, description="an integer in [1, d]")
-    burn_in: int = Field(200, ge=0, le=10**7, description="an integer in [0, 1e7]")
-    recording: RecordingConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recorded_dims(cls, data: Any) -> Any:
-        """A recording fixes ``d = len(columns)·len(lags)`` and ``m = 1``: fill them in."""
-        rec = data.get("recording") if isinstance(data, dict) else None
-        if data.get("chain") == "recorded" and isinstance(rec, dict):
-            cols, lags = rec.get("columns"), rec.get("lags", [0])
-            if isinstance(cols, list) and isinstance(lags, list):
-                data = {"d": len(cols) * len(lags), "m": 1, **data}
-        return data
-
-    @model_validator(mode="after")
-    def _buildable(self) -> StreamConfig:
-        if (self.chain == "recorded") != (self.recording is not None):
-            raise ParameterError(
-                "stream.recording", "must be given exactly when stream.chain = 'recorded'"
-            )
-        if self.recording is not None:
-            want = len(self.recording.columns) * len(self.recording.lags)
-            if (self.d, self.m) != (want, 1):
-                raise ParameterError(
-                    "stream.d", f"must be len(columns)·len(lags) = {want} with m = 1 for a "
-                    f"recording (or left out), got d = {self.d}, m = {self.m}",
-                )  # fmt: skip
-        if self.m > self.d:
-            raise ParameterError("stream.m", f"must be an integer in [1, d={self.d}], got {self.m}")
-        if self.chain == "ar1" and not isinstance(self.rho, float):
-            raise ParameterError("stream.rho", "must be a number in (-1, 1) for chain 'ar1'")
-        if self.chain == "var1":
-            rho = np.asarray(self.rho if isinstance(self.rho, list) else [[self.rho]], dtype=object)
-            if rho.shape != (self.d, self.d):
-                raise ParameterError("stream.rho", f"must be a {self.d}x{self.d} matrix for var1")
-        if self.chain == "finite":
-            for name in ("P", "values"):
-                rows = getattr(self, name)
-                if rows is None or len({len(r) for r in rows}) != 1 or not rows[0]:
-                    raise ParameterError(f"stream.{name}", "must be a non-empty rectangular matrix")
-            if len(self.values[0]) != self.d:
-                raise ParameterError("stream.values", f"rows must have d={self.d} entries")
-        try:
-            self.build_chain()
-            self.build_target()
-        except ParameterError as err:
-            raise self._rekey(err) from None
-        return self
-
-    def build_chain(self) -> Chain:
-        """The input chain of MODEL.md §1."""
-        if self.recording is not None:
-            return self.recording.build().chain
-        if self.chain == "finite":
-            return FiniteChain(np.asarray(self.P, float), np.asarray(self.values, float))
-        rho = np.asarray(self.rho, float) if self.chain == "var1" else self.rho
-        return AR1Chain(rho=rho, noise=self.noise, d=self.d)
-
-    def build_target(self) -> Target:
-        """``Y_k = a·Y_{k-1} + (1-a)·f(X_k)`` (filter), ``f(X_k)``, ``X_{k-lag}`` or recorded."""
-        if self.recording is not None:
-            return self.recording.build().target
-        if self.target == "lag":
-            return LagTarget(lag=self.lag, m=self.m, d=self.d)
-        fn, m = TARGET_FUNCTIONS[self.f], self.m
-        a = self.a if self.target == "filter" else 0.0
-        return FilterTarget(a=a, f=lambda x: fn(x[:m]), m=m)
 
 
 class NetworkConfig(_Section):
@@ -479,75 +358,3 @@ def recorded_demo_config(name: str, quick: bool = False) -> ExperimentConfig:
     study = StudyConfig(widths=[250, 1000, 4000, 16000], seeds=[0, 1])
     # d + m = 3: a 9^3 grid (its error check re-solves on 17^3; 17^3 -> 33^3 needs a 10 GB Gram)
     return ExperimentConfig(stream=stream, limit=LimitConfig(grid=9), study=study).resolved()
-
-
-def example_config_toml() -> str:
-    """A commented example experiment (the MODEL.md §5 setting) that :func:`load_config` reads."""
-    return _EXAMPLE
-
-
-_EXAMPLE = """\
-# rnnlimit experiment: a wide output-feedback RNN trained online on one ergodic stream,
-# compared with its infinite-width limit (docs/model.md). Every key is optional; these are the
-# defaults, i.e. the setting of `rnnlimit demo` (MODEL.md §5). Unknown keys are rejected.
-
-[stream]
-chain = "ar1"        # "ar1" (clipped AR(1)), "var1" (rho = d×d matrix) or "finite" (P, values)
-                     # or "recorded": a [stream.recording] table (docs/recorded-data.md)
-d = 1                # input dimension: X_k in [-1, 1]^d
-rho = 0.6            # X_{k+1} = clip(rho X_k + noise ξ_k, -1, 1), |rho| < 1
-noise = 1.0          # §5 leaves the AR(1) noise level open; 1.0 is this package's choice
-# P = [[0.9, 0.1], [0.2, 0.8]]   # finite chain: transition matrix ...
-# values = [[-0.5], [0.5]]       # ... and the value of each state (one row per state)
-target = "filter"    # "filter": Y_k = a Y_{k-1} + (1-a) f(X_k); "memoryless": f(X_k);
-                     # "lag": Y_k = X_{k-lag}
-a = 0.6              # filter coefficient, in [0, 1)
-f = "sin2"           # sin2 = sin(2x); also sin, cos, tanh, identity, square
-lag = 1
-m = 1                # output dimension (m <= d; f acts on the first m inputs)
-burn_in = 200        # chain steps discarded before the stream starts
-
-[network]
-activation = "erf"   # erf, tanh or relu
-sigma_w = 1.0        # ω = (w, b, u) ~ N(0, diag(σ_w², σ_b², σ_u²))
-sigma_b = 1.0
-sigma_u = 1.0
-beta = 0.5           # g^N = N^(-β) Σ c^i H^i, β in [0.5, 1)
-c_init = "rademacher"  # or "gaussian"
-antisymmetric = true # units in pairs (c, ω), (-c, ω): g^N ≡ 0 at k = 0 (widths must be even)
-clip = "hard"        # ψ: "hard" clip into [-1, 1] or "smooth" (tanh)
-
-[training]
-alpha = 1.0          # η_N = α N^(2β - 2)
-gradient = "truncated"  # or "rtrl" (exact gradient through the memory); the networks are
-                        # compared with the limit of their own gradient (§4 or §4b)
-dtype = "float64"    # or "float32"
-T = 3.0              # horizon in t = k/N: K = round(T N) steps
-# window = 100       # steps per loss window (default N // 10)
-
-[limit]
-dt = 0.05            # time step of the limit ODE (should divide the record spacing)
-M = 2048             # particles of the chain (X, S, Y) that sample π_t
-chain_steps = 8      # chain steps per stage
-burn_in = 200
-grid = 17            # grid nodes per axis (grid representation)
-n_features = 2048    # random features (feature representation)
-n_inducing = 256     # inducing points (Nyström representation, the default for d + m > 3)
-memory_budget_gb = 4.0   # a solve with its error estimate stays under this (GB)
-scheme = "heun"      # or "euler"
-representation = "auto"  # "grid", "features", "nystrom" or "auto"
-seed = 0
-estimate_error = true    # re-solve with dt/2, 2M, a finer basis, 2x chain steps: the floor
-both_gradients = false   # also solve the other gradient's limit (§4 / §4b) and report the gap
-
-[study]
-# the demo's study: 8 runs over a factor 64 in N. Training costs about K = T N steps per run;
-# N = 16000 takes a few seconds on one core. Fewer seeds or widths widen the rate's CI.
-widths = [250, 1000, 4000, 16000]
-seeds = [0, 1]       # network init uses seed s, the stream uses key stream_seed + s
-eval_grid = 9        # eval_grid^(d+m) points on [-1, 1]^(d+m)
-n_times = 31         # record times linspace(0, T, n_times)
-# l2_times = [0.5, 1.0, 3.0]  # times of the L²(π_t) distance (default: 7 equally spaced in (0, T])
-n_pi = 200           # samples of π_t per l2 time
-stream_seed = 0
-"""
