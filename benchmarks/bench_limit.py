@@ -1,4 +1,4 @@
-"""Finite networks against the limit in the MODEL.md §5 setting, and the limit solver's speed.
+"""Finite networks against the limit in the docs/model.md §5 setting, and the limit solver's speed.
 
 Setting: d = m = 1, erf, σ_w = σ_b = σ_u = 1, Rademacher c, antisymmetric init, β = 1/2,
 α = 1, T = 3, clipped AR(1) inputs (ρ = 0.6, noise 1.0), target ``Y_k = 0.6 Y_{k−1} +
@@ -13,7 +13,7 @@ Run: ``.venv/bin/python benchmarks/bench_limit.py`` (``--quick`` for a smoke run
 dated section to ``benchmarks/RESULTS.md``; the section prints
 ``ratio limit_speedup_vs_N5e4 <value>``.
 
-Second section (:func:`rtrl_section`, MODEL.md §4b): the same setting with RTRL training.
+Second section (:func:`rtrl_section`, docs/model.md §4b): the same setting with RTRL training.
 RTRL-trained networks at N = 5·10², 5·10³, 5·10⁴ (3 seeds) against both limits, the RTRL one
 (their own) and the truncated one; the fitted slopes of both distances in N (goal: −0.5 ± 0.15
 to the RTRL limit, while the distance to the truncated limit stalls near the gap between the
@@ -114,7 +114,7 @@ def main() -> None:
 
 
 def truncated_section(args: argparse.Namespace) -> None:
-    """Truncated training against its limit (MODEL.md §4); see the module docstring."""
+    """Truncated training against its limit (docs/model.md §4); see the module docstring."""
     widths = [100, 400] if args.quick else [500, 5000, 50000]
     seeds = [0] if args.quick else [0, 1]
     chain, target = AR1Chain(0.6, 1.0), FilterTarget(0.6)
@@ -171,7 +171,7 @@ def write_results(rows, slope, se, lim, limit_time, train_time, N_ref, gram, rat
         f"\n## bench_limit — {now}\n",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} ({jax.default_backend()}), load average {load}. "
-        "MODEL.md §5 setting (AR(1) noise 1.0), 9×9 grid of z, 31 record times.\n",
+        "docs/model.md §5 setting (AR(1) noise 1.0), 9×9 grid of z, 31 record times.\n",
         "| N | seed | max-over-t RMS to limit | loss start | loss end | train wall s |",
         "|---|---|---|---|---|---|",
         *[
@@ -206,7 +206,7 @@ def loglog_slope(N: np.ndarray, E: np.ndarray) -> tuple[float, float]:
 
 
 def rtrl_section(args: argparse.Namespace) -> None:
-    """RTRL training against both limits (MODEL.md §4b); see the module docstring."""
+    """RTRL training against both limits (docs/model.md §4b); see the module docstring."""
     widths = [100, 400] if args.quick else [500, 5000, 50000]
     seeds = [0] if args.quick else [0, 1, 2]
     chain, target = AR1Chain(0.6, 1.0), FilterTarget(0.6)
@@ -265,7 +265,7 @@ def write_rtrl_results(rows, slopes, lim, gap, limit_time, train_time, N_ref, ra
         f"\n## bench_limit, RTRL section — {now}\n",
         f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()}), load average "
-        f"{load}. MODEL.md §5 setting with RTRL training, 9×9 grid of z, 31 record times.\n",
+        f"{load}. docs/model.md §5 setting with RTRL training, 9×9 grid of z, 31 record times.\n",
         "| N | seed | to RTRL limit | to truncated limit | loss start | loss end | train wall s |",
         "|---|---|---|---|---|---|---|",
         *[

@@ -1,4 +1,4 @@
-"""Throughput of the diagonal-RNN sequence NTK Gram (MODEL.md §6) against the matmul peak.
+"""Throughput of the diagonal-RNN sequence NTK Gram (docs/model.md §6) against the matmul peak.
 
 n = 2000 univariate sequences of length 100, 4096 ω samples (QMC), NTK part, last-state readout,
 float32. End-to-end = features (one fused scan: the native C scan where it is built, the

@@ -1,4 +1,4 @@
-"""Tests of ``rnnlimit.kernels``: the NTK ``A`` of MODEL.md §4 (x64 is enabled in conftest)."""
+"""Tests of ``rnnlimit.kernels``: the NTK ``A`` of docs/model.md §4 (x64 is enabled in conftest)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from rnnlimit.kerneltable import expectation_table, quadrature_nodes
 
 
 def _points(n: int, dim: int = 2, seed: int = 0) -> np.ndarray:
-    """Points uniform in ``[-1, 1]^dim``: the range of ``z = (x, s)`` in MODEL.md."""
+    """Points uniform in ``[-1, 1]^dim``: the range of ``z = (x, s)`` in docs/model.md."""
     return np.random.default_rng(seed).uniform(-1.0, 1.0, (n, dim))
 
 

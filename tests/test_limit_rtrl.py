@@ -1,4 +1,5 @@
-"""The RTRL limit (MODEL.md §4b) against the trace recursion evaluated directly, and its special
+"""The RTRL limit (docs/model.md §4b) against the trace recursion evaluated directly, and its
+special
 cases: m = 2 traces, native = JAX, and the truncated limit where the trace has no memory."""
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def test_rtrl_error_estimate_reports_every_refinement() -> None:
 @pytest.mark.slow
 def test_rtrl_networks_are_nearer_the_rtrl_limit_and_truncated_ones_the_truncated_limit() -> None:
     """Finite networks (N = 5000, 3 seeds, α = 3 so that the two limits lie ~0.03 apart) in the
-    MODEL.md §5 setting otherwise: the seed-averaged output of RTRL-trained networks is nearer
+    docs/model.md §5 setting otherwise: the seed-averaged output of RTRL-trained networks is nearer
     the RTRL limit than the truncated one, and that of truncated training the other way round
     (the network fluctuation, ~0.03 per seed, is cut by √3 in the average; measured 0.4
     of the distance to the other limit, the check asks for < 0.6)."""

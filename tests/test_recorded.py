@@ -143,7 +143,7 @@ def test_none_scaling_keeps_unit_data_and_refuses_data_outside() -> None:
 
 @pytest.mark.parametrize("L", [40_000])
 def test_a_long_clipped_ar1_recording_has_the_ar1_chains_limit(L: int) -> None:
-    """The recorded limit averages over uniform indices of one AR(1) path (MODEL.md §5 chain
+    """The recorded limit averages over uniform indices of one AR(1) path (docs/model.md §5 chain
     and filter target); for a long path this is μ, so the limits agree up to two errors: the
     particle noise (the ``M`` estimate: RMS difference of the M and 2M solves) and the
     recording's own sampling error, a fixed draw per recording, measured by the spread between

@@ -1,4 +1,4 @@
-"""The online trainer (MODEL.md §3) against hand computations and plain Python loops."""
+"""The online trainer (docs/model.md §3) against hand computations and plain Python loops."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """rnnlimit: wide output-feedback RNNs trained online on one ergodic stream, and their limit.
 
-See MODEL.md for the mathematics; the modules follow it: ``chains`` (§1), ``network`` and
+See docs/model.md for the mathematics; the modules follow it: ``chains`` (§1), ``network`` and
 ``train`` (§2–3), ``kernels``, ``memory`` and ``limit`` (§4), ``compare`` (§5), ``diagonal`` and
 ``seqkernel`` (§6).
 """

@@ -1,4 +1,4 @@
-"""Activations σ of MODEL.md §2 with their derivatives σ'.
+"""Activations σ of docs/model.md §2 with their derivatives σ'.
 
 ``erf`` is the default (smooth, bounded, closed-form kernel); ``tanh`` is smooth and bounded
 (its kernel needs quadrature); ``relu`` is unbounded but has a closed-form kernel (Cho & Saul).

@@ -1,4 +1,4 @@
-"""Finite representations of the limit function ``h_t`` (MODEL.md §4, numerical scheme).
+"""Finite representations of the limit function ``h_t`` (docs/model.md §4, numerical scheme).
 
 Every basis writes ``h_t(z) = h_0(z) + α Σ_j A_j(z) R_j(t)`` and replaces the kernel of the
 drift by ``A(z, Z) ≈ Σ_j A_j(z) φ_j(Z)``, so that ``dR/dt = E_{π_t}[φ(Z) (Y − h_t(Z))]``

@@ -1,4 +1,4 @@
-"""Data streams of MODEL.md §1: one long trajectory of an ergodic Markov chain and its targets.
+"""Data streams of docs/model.md §1: one long trajectory of an ergodic Markov chain and its targets.
 
 Inputs ``X_k ∈ 𝒳 ⊂ [-1, 1]^d`` form a time-homogeneous Markov chain with stationary law ``μ``;
 targets ``Y_k ∈ [-1, 1]^m`` follow a filter ``Y_k = F(X_k, r_{k-1})`` of the input history,

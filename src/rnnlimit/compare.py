@@ -1,4 +1,4 @@
-"""Convergence of the finite networks to the limit (MODEL.md §5).
+"""Convergence of the finite networks to the limit (docs/model.md §5).
 
 A study is one stream/target/network specification, a list of widths N and of seeds. The limit
 ``h_t`` is solved once (with its own error estimate, the floor), then each ``(N, seed)`` network
@@ -207,7 +207,7 @@ def conditional_limit(
     cfg: ExperimentConfig, spec: Any, params: Any, gradient: str | None = None
 ) -> LimitResult:
     """The limit (of ``gradient``, default ``training.gradient``) started from the network's
-    own initial function, ``h_0 = g^N_0`` (MODEL.md §4: compare conditionally on the
+    own initial function, ``h_0 = g^N_0`` (docs/model.md §4: compare conditionally on the
     Gaussian-process draw). Solved without an error estimate; the study's shared limit (from
     ``h_0 = 0``) keeps the error floor."""
     solver = limit_solver(cfg.limit_problem(gradient))

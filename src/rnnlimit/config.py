@@ -61,7 +61,7 @@ GRAM_BYTES = 2 << 30
 
 
 class NetworkConfig(_Section):
-    """The finite network of MODEL.md §2 (width N comes from ``study.widths``)."""
+    """The finite network of docs/model.md §2 (width N comes from ``study.widths``)."""
 
     key: ClassVar[str] = "network"
     activation: Literal["erf", "tanh", "relu"] = "erf"
@@ -75,7 +75,7 @@ class NetworkConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """Online SGD of MODEL.md §3 on ``[0, T]``: ``K = round(T·N)`` steps."""
+    """Online SGD of docs/model.md §3 on ``[0, T]``: ``K = round(T·N)`` steps."""
 
     key: ClassVar[str] = "training"
     alpha: float = Field(1.0, gt=0.0, le=1e3, description="α in (0, 1000]")
@@ -132,7 +132,7 @@ class StudyConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    """A whole experiment; defaults are the setting of MODEL.md §5, studied at the widths
+    """A whole experiment; defaults are the setting of docs/model.md §5, studied at the widths
     250, 1000, 4000, 16000 with seeds 0 and 1 (the demo: 8 runs over a factor 64 in N)."""
 
     stream: StreamConfig = StreamConfig()
@@ -197,7 +197,7 @@ class ExperimentConfig(_Section):
     # -- builders -----------------------------------------------------------------------------
 
     def network_spec(self, N: int) -> NetworkSpec:
-        """The width-N network of MODEL.md §2."""
+        """The width-N network of docs/model.md §2."""
         n, s = self.network, self.stream
         return NetworkSpec(
             N=N, d=s.d, m=s.m, beta=n.beta, activation=n.activation, sigma_w=n.sigma_w,
@@ -206,7 +206,7 @@ class ExperimentConfig(_Section):
         )  # fmt: skip
 
     def kernel_spec(self) -> KernelSpec:
-        """The NTK ``A`` of MODEL.md §4 for this network's activation and prior scales."""
+        """The NTK ``A`` of docs/model.md §4 for this network's activation and prior scales."""
         n = self.network
         return KernelSpec(
             activation=n.activation, sigma_w=n.sigma_w, sigma_b=n.sigma_b, sigma_u=n.sigma_u,

@@ -1,5 +1,6 @@
 """The commented example experiment that ``rnnlimit config --example`` prints: every key of
-:class:`rnnlimit.config.ExperimentConfig` at its default (the MODEL.md §5 setting), with what it
+:class:`rnnlimit.config.ExperimentConfig` at its default (the docs/model.md §5 setting), with what
+it
 means. Plain text, so this module imports nothing; :mod:`rnnlimit.config` re-exports
 :func:`example_config_toml`.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 
 def example_config_toml() -> str:
-    """A commented example experiment (the MODEL.md §5 setting) that
+    """A commented example experiment (the docs/model.md §5 setting) that
     :func:`rnnlimit.config.load_config` reads."""
     return _EXAMPLE
 
@@ -16,7 +17,7 @@ def example_config_toml() -> str:
 _EXAMPLE = """\
 # rnnlimit experiment: a wide output-feedback RNN trained online on one ergodic stream,
 # compared with its infinite-width limit (docs/model.md). Every key is optional; these are the
-# defaults, i.e. the setting of `rnnlimit demo` (MODEL.md §5). Unknown keys are rejected.
+# defaults, i.e. the setting of `rnnlimit demo` (docs/model.md §5). Unknown keys are rejected.
 
 [stream]
 chain = "ar1"        # "ar1" (clipped AR(1)), "var1" (rho = d×d matrix) or "finite" (P, values)

@@ -1,10 +1,10 @@
-"""The finite diagonal-recurrence RNN of MODEL.md §6 and its empirical NTK.
+"""The finite diagonal-recurrence RNN of docs/model.md §6 and its empirical NTK.
 
 Unit ``i = 1..N`` keeps its own memory: ``H^i_k = σ(w^i·X_k + b^i H^i_{k-1} + u^i)``, ``H^i_0 = 0``,
 and the output is ``g_k = N^{-β} Σ_i c^i H^i_k`` (``c^i ∈ R^m``). With ``sup|b|·sup|σ'| < 1``
 each ``H^i`` is a contraction of its own past, so the network maps input histories to outputs.
 
-Online training on one stream (MODEL.md §3): one sample, one state update and one parameter
+Online training on one stream (docs/model.md §3): one sample, one state update and one parameter
 update per step, ``θ_{k+1} = θ_k + η_N (Y_k − g_k) · G_k``, ``η_N = α N^{2β−2}``, with ``G_k``
 either ``truncated`` (``H_{k-1}`` held as an input) or ``rtrl`` (the per-unit sensitivities
 ``J_k = σ'(a_k)((X_k, H_{k-1}, 1) + b J_{k-1})`` carried forward: ``d+2`` numbers per unit).

@@ -1,4 +1,5 @@
-"""The right-hand sides of the limit ODEs (MODEL.md §4, §4b) and the time stepping of the solve.
+"""The right-hand sides of the limit ODEs (docs/model.md §4, §4b) and the time stepping of the
+solve.
 
 A solve writes ``h_t(z) = h_0(z) + α Σ_j A_j(z) R_j(t)`` in a basis (:mod:`rnnlimit.bases`)
 and carries M particles, copies of the chain ``(X, S, Y)`` (and, for RTRL, their traces) run
@@ -62,7 +63,7 @@ def trace_bytes(gradient: str, basis: Basis, M: int, m: int, itemsize: int = 8) 
 
 
 def truncated_drift(problem: Any, basis: Basis, deposit: bool = True) -> Stage:
-    """The drift of truncated training (MODEL.md §4)::
+    """The drift of truncated training (docs/model.md §4)::
 
         ∂_t h_t(z) = α E_{π_t}[ A(z, Z) (Y − h_t(Z)) ]
 
@@ -95,7 +96,7 @@ def truncated_drift(problem: Any, basis: Basis, deposit: bool = True) -> Stage:
 
 
 def rtrl_drift(problem: Any, basis: Basis, deposit: bool = True) -> Stage:
-    """The drift of RTRL training (MODEL.md §4b)::
+    """The drift of RTRL training (docs/model.md §4b)::
 
         ∂_t h_t(z) = α E_{π_t}[ E(z) (Y − h_t(Z)) ]
         E_k(z) = A(z, Z_k) + E_{k−1}(z) · diag(ψ'(h_t(Z_{k−1}))) · ∂_s h_t(Z_k)ᵀ,   E = 0 at first

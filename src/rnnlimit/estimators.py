@@ -1,4 +1,4 @@
-"""scikit-learn estimators on the diagonal-RNN limit NTK between sequences (MODEL.md §6).
+"""scikit-learn estimators on the diagonal-RNN limit NTK between sequences (docs/model.md §6).
 
 ``SequenceKernel`` is a callable kernel object ``k(X, Y) -> Gram`` usable as ``SVC(kernel=k)``,
 ``KernelRidge(kernel=k)`` or inside ``GridSearchCV`` (its parameters are nested estimator

@@ -1,4 +1,4 @@
-"""The figures of a report (MODEL.md §5), each a function of already-loaded arrays.
+"""The figures of a report (docs/model.md §5), each a function of already-loaded arrays.
 
 ``results`` is the content of ``results.json``, ``limit`` that of ``limit.npz`` (or ``None``)
 and ``tasks`` maps ``(N, seed)`` to the arrays of ``tasks/N<N>_seed<seed>.npz``

@@ -1,4 +1,4 @@
-"""One-step forecasts on the held-out tail of a recording (MODEL.md §1 with §2 and §4).
+"""One-step forecasts on the held-out tail of a recording (docs/model.md §1 with §2 and §4).
 
 Along the tail the memory runs exactly as in training, with the function frozen::
 
@@ -30,7 +30,7 @@ from rnnlimit.recorded import RecordedSeries, recording_diagnostics
 from rnnlimit.recording_io import file_sha256
 
 #: Examples before the tail that warm the memory up (the memory forgets its start at the
-#: geometric rate L < 1 of MODEL.md §4, so a few hundred steps are plenty).
+#: geometric rate L < 1 of docs/model.md §4, so a few hundred steps are plenty).
 WARMUP = 256
 
 
@@ -73,7 +73,7 @@ def limit_forecast(cfg: ExperimentConfig, result: LimitResult) -> dict:
     The memory path ``S_{k+1} = ψ(h_T(X_k, S_k))``, ``S_0 = 0``, is found as the fixed point of
     the whole path at once (Jacobi sweeps ``S ← ψ(h_T(X, S∘shift))``, one batched evaluation of
     ``h_T`` each): sweep ``n`` is exact on the first ``n`` steps and within ``L^n · 2√m`` of
-    the fixed point everywhere (MODEL.md §4, ``L`` the contraction constant), so the sweeps
+    the fixed point everywhere (docs/model.md §4, ``L`` the contraction constant), so the sweeps
     stop when the path no longer moves (or after ``len(X)`` sweeps, when it is exact).
     """
     series = _series(cfg)

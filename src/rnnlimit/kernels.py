@@ -1,4 +1,4 @@
-"""The neural tangent kernel ``A`` of the infinite-width limit (MODEL.md §4).
+"""The neural tangent kernel ``A`` of the infinite-width limit (docs/model.md §4).
 
 For ``z = (x, s) ∈ R^d × R^m``, ``ẑ = (x, s, 1)`` and one hidden unit's input weights
 ``ω = (w, b, u) ~ N(0, diag(σ_w² I_d, σ_b² I_m, σ_u²))``::
@@ -287,7 +287,8 @@ class KernelFn:
 
 @lru_cache(maxsize=64)
 def ntk(spec: KernelSpec) -> KernelFn:
-    """Set up ``A`` of MODEL.md §4 once for ``spec`` (cached per spec) and return its kernel_fn."""
+    """Set up ``A`` of docs/model.md §4 once for ``spec`` (cached per spec) and return its
+    kernel_fn."""
     return KernelFn(spec)
 
 

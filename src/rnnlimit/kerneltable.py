@@ -1,4 +1,4 @@
-"""Kernels ``A`` without a closed form (MODEL.md §4): 2-D quadrature, and its table.
+"""Kernels ``A`` without a closed form (docs/model.md §4): 2-D quadrature, and its table.
 
 ``A`` needs, per pair of points, ``N = E[σ(u)σ(v)]`` and ``G = E[σ'(u)σ'(v)]`` for
 ``(u, v) ~ N(0, Σ)``. Written in ``a = √Σ11``, ``b = √Σ22`` and the correlation

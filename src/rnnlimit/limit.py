@@ -1,4 +1,4 @@
-"""The infinite-width limit (MODEL.md §4, §4b): an ODE coupled with the memory's fixed point.
+"""The infinite-width limit (docs/model.md §4, §4b): an ODE coupled with the memory's fixed point.
 
 The network output converges to ``h_t : 𝒳 × [-1,1]^m → R^m`` solving, for truncated training::
 
@@ -332,7 +332,7 @@ class LimitSolver:
         base.notes.append(next(s.basis.note for s in solves if s.name is None))
         base.notes.extend(fit.notes)
         if self.problem.gradient == "rtrl":
-            base.notes.append("RTRL limit (MODEL.md §4b): particles carry the trace E")
+            base.notes.append("RTRL limit (docs/model.md §4b): particles carry the trace E")
         if self.kernel_fn.method_used != "closed":
             how = {"table": "tabulated quadrature (Chebyshev series, error ~1e-10)"}
             used = how.get(self.kernel_fn.method_used, "quadrature")

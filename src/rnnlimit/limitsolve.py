@@ -1,4 +1,5 @@
-"""One solve of the limit (MODEL.md §4, §4b): particles carried through ``[0, T]`` with ``h_t``.
+"""One solve of the limit (docs/model.md §4, §4b): particles carried through ``[0, T]`` with
+``h_t``.
 
 :func:`solve_trajectory` sets up the basis (its Gram or ω), the stages of the problem's drift
 (:mod:`rnnlimit.drift`, in JAX, or the native grid kernel of :mod:`rnnlimit.limitsteps`) and the

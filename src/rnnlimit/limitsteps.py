@@ -1,4 +1,4 @@
-"""The inner loop of the limit solve (MODEL.md §4, §4b): particle paths and the native stages.
+"""The inner loop of the limit solve (docs/model.md §4, §4b): particle paths and the native stages.
 
 A solve advances M particles ``(X, S, Y)``. Their chain paths ``X_k`` and targets ``Y_k`` do not
 depend on ``h``; only the memory ``S_{k+1} = ψ(h(X_k, S_k))``, the traces and the deposits do.

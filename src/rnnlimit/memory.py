@@ -1,4 +1,4 @@
-"""The memory of the limit (MODEL.md §4): the fixed point of a random algebraic equation.
+"""The memory of the limit (docs/model.md §4): the fixed point of a random algebraic equation.
 
 With the function frozen at ``h``, the memory obeys ``S_{k+1} = ψ(h(X_k, S_k))``. Pathwise,
 ``S`` is the fixed point of ``S = ψ(h(X_{-1}, S∘shift))`` over the infinite past; it is well

@@ -287,7 +287,7 @@ def pic_run(
     ``K (G, G)`` is the node Gram, ``h0 (G, m)`` the node values of ``h_0``; ``xs (n, M, d)``,
     ``ys (n, M, m)`` the particle paths with ``n = n_steps · stages · chain_steps`` (``n_steps
     = 0``: a burn-in over ``n = chain_steps`` steps, ``R`` frozen, no deposits). With ``E (M, G,
-    m, m)`` and ``dpsi (M, m)`` (both or neither) the drift is RTRL's (MODEL.md §4b) and the
+    m, m)`` and ``dpsi (M, m)`` (both or neither) the drift is RTRL's (docs/model.md §4b) and the
     particles' traces are updated in place too. Returns the first stage's mean loss of each
     time step. Same arithmetic as the JAX stages of :mod:`rnnlimit.drift` up to summation order
     (``_native/limit_pic.c``).

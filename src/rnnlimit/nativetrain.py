@@ -23,7 +23,8 @@ class TrainRunner:
     ``cols`` is ``(P, N)``, ``P = 2m + d + 1``: rows ``c_0..c_{m-1}``, ``w_0..w_{d-1}``,
     ``b_0..b_{m-1}``, ``u``. With ``gradient="rtrl"`` the kernel also carries ``D_{k-1}``
     (``sens``, ``(m, P, N)``) and ``ψ'(ĝ_{k-1})`` (``psp``), so that ``J_k = ψ'(ĝ_{k-1}) D_{k-1}``
-    (MODEL.md §3; ``J_0 = 0``). ``threads`` (0 = auto, 1, 2; see :func:`resolve_threads`) splits
+    (docs/model.md §3; ``J_0 = 0``). ``threads`` (0 = auto, 1, 2; see :func:`resolve_threads`)
+    splits
     the units between that many threads inside the kernel. :meth:`run` advances steps
     ``k0 ≤ k < k1`` in place and returns ``(bad, Σℓ, ΣS, ΣS²)`` with ``bad = -1`` unless step
     ``bad`` produced a non-finite loss or an output with ``|ĝ_k,j| > bound`` (the run stops

@@ -1,4 +1,4 @@
-"""The finite network of MODEL.md §2: N hidden units whose memory is their own previous output.
+"""The finite network of docs/model.md §2: N hidden units whose memory is their own previous output.
 
 Unit ``i`` has ``θ^i = (c^i ∈ R^m, w^i ∈ R^d, b^i ∈ R^m, u^i ∈ R)``; with ``z = (x, s)``::
 
@@ -230,7 +230,7 @@ def empirical_ntk(spec: NetworkSpec, params: Params, z1: Array, z2: Array) -> Ar
     """Finite-width NTK ``Θ_{jj'}(z, z') = Σ_θ ∂g_j(z)/∂θ ∂g_j'(z')/∂θ`` with S an input.
 
     Closed form ``N^(-2β) Σ_i [H^i H'^i δ_jj' + c^i_j c^i_j' σ'σ'' (ẑ·ẑ')]``; shape
-    ``(n1, n2, m, m)``. As N → ∞ with β = 1/2 it tends to ``A(z, z') I_m`` (MODEL.md §4).
+    ``(n1, n2, m, m)``. As N → ∞ with β = 1/2 it tends to ``A(z, z') I_m`` (docs/model.md §4).
     """
     sigma, sigma_prime = activation(spec.activation)
     weights = jnp.concatenate([params.w, params.b], axis=1)

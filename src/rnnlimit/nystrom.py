@@ -1,4 +1,4 @@
-"""An inducing-point (Nyström) basis for ``h_t`` in any dimension (MODEL.md §4, scheme).
+"""An inducing-point (Nyström) basis for ``h_t`` in any dimension (docs/model.md §4, scheme).
 
 With ``P`` inducing points ``c_j`` (a scrambled Sobol set in ``[-1, 1]^{d+m}``, nested: the
 first ``P`` of ``2P`` points are the ``P`` points) write
@@ -6,7 +6,7 @@ first ``P`` of ``2P`` points are the ``P`` points) write
     h_t(z) = h_0(z) + α Σ_j A(z, c_j) R_j(t),
     dR/dt  = (A_CC + λI)^{-1} E_{π_t}[ A(C, Z) (Y − h_t(Z)) ],      A_CC = A(c_i, c_j).
 
-This is the ODE of MODEL.md §4 with ``A`` replaced by its Nyström approximation
+This is the ODE of docs/model.md §4 with ``A`` replaced by its Nyström approximation
 ``A(z, Z) ≈ A(z, C) A_CC^{-1} A(C, Z)``: the orthogonal projection of ``A(·, Z)`` onto the span
 of ``A(·, c_j)`` in the kernel's own Hilbert space, exact at the inducing points, and, for a
 smooth kernel on a box, fast-converging as the points fill it (the error is the power function

@@ -1,4 +1,4 @@
-"""The law of a diagonal unit's parameters ``ω = (w, b, u)`` (MODEL.md §6) and its sampling.
+"""The law of a diagonal unit's parameters ``ω = (w, b, u)`` (docs/model.md §6) and its sampling.
 
 A diagonal unit ``H_k = σ(w·X_k + b H_{k-1} + u)`` is a contraction of the input history when
 ``sup|b|·sup|σ'| < 1``; the sequence kernel is an expectation over ``ω`` (``E_ω[H H'] +

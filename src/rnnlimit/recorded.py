@@ -1,4 +1,4 @@
-"""A recorded series as the stream (MODEL.md §1): the cyclic shift on its indices.
+"""A recorded series as the stream (docs/model.md §1): the cyclic shift on its indices.
 
 A table of recorded values ``v[j, c]`` (rows ``j = 0..L−1`` in time order, columns ``c``) becomes
 a stream in three steps:

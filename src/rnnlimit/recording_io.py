@@ -1,4 +1,5 @@
-"""Reading a recorded series (MODEL.md §1) into a :class:`Table`: CSV text, ``.npy`` or an array.
+"""Reading a recorded series (docs/model.md §1) into a :class:`Table`: CSV text, ``.npy`` or an
+array.
 
 Only the columns asked for are parsed, so a date or a label column next to them does no harm.
 Every problem is one :class:`~rnnlimit.errors.RecordingError` whose message names the file, the

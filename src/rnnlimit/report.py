@@ -1,4 +1,5 @@
-"""The report of a run (MODEL.md §5): figures, ``report.md`` and ``report.html`` from a run dir.
+"""The report of a run (docs/model.md §5): figures, ``report.md`` and ``report.html`` from a run
+dir.
 
 ``write_report`` reads ONLY the files of the run directory (docs/results-format.md) and never
 recomputes what :mod:`rnnlimit.compare` owns: the errors, the fitted rate and the limit's own

@@ -1,4 +1,4 @@
-"""The reading of a run's numbers (MODEL.md §5): the run directory loaded, and the sentences
+"""The reading of a run's numbers (docs/model.md §5): the run directory loaded, and the sentences
 that say what its errors, rates, limits and forecasts support.
 
 :func:`load_run` reads ONLY the files of the run directory (docs/results-format.md);

@@ -1,4 +1,4 @@
-"""The kernel family of the one-call sequence estimators (MODEL.md §6 with dilated windows).
+"""The kernel family of the one-call sequence estimators (docs/model.md §6 with dilated windows).
 
 For each input representation ``r`` of a set of series (see :data:`REPRESENTATIONS`) and each
 dilation ``δ`` of :func:`rnnlimit.seqpool.dilations`, ``P_δ`` diagonal units read the delay

@@ -1,4 +1,5 @@
-"""Features of the diagonal-recurrence RNN's limit kernel (MODEL.md §6): one fused scan over time.
+"""Features of the diagonal-recurrence RNN's limit kernel (docs/model.md §6): one fused scan over
+time.
 
 For ``P`` samples ``ω_p = (w_p, b_p, u_p)`` each unit runs ``H_k = σ(a_k)``,
 ``a_k = w·X_k + b H_{k-1} + u``, ``H_0 = 0``, and carries its forward-mode sensitivities

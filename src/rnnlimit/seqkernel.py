@@ -1,4 +1,4 @@
-"""The infinite-width NTK of the diagonal-recurrence RNN (MODEL.md §6) as a sequence kernel.
+"""The infinite-width NTK of the diagonal-recurrence RNN (docs/model.md §6) as a sequence kernel.
 
 Each hidden unit runs its own recursion ``H_k = σ(w·X_k + b H_{k-1} + u)``, ``H_0 = 0``, so its
 readout state ``H`` (last state ``H_L``, or time average ``(1/L) Σ_k H_k``) is a function of

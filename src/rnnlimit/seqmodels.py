@@ -1,4 +1,4 @@
-"""One-call classifier and regressor on the diagonal-RNN sequence kernel (MODEL.md §6).
+"""One-call classifier and regressor on the diagonal-RNN sequence kernel (docs/model.md §6).
 
 ``fit(X, y)`` holds the whole procedure, on the training data only:
 

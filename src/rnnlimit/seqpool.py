@@ -1,4 +1,4 @@
-"""Dilated input windows and pooled readouts for the diagonal-recurrence RNN (MODEL.md §6).
+"""Dilated input windows and pooled readouts for the diagonal-recurrence RNN (docs/model.md §6).
 
 A diagonal unit sees each input channel through one scalar weight, a nonlinear single-pole
 filter. Feeding it a delay embedding of the series,

@@ -1,4 +1,4 @@
-"""The fused SGD step loops of MODEL.md §3: steps ``k0 ≤ k < k1`` of online SGD in one jitted
+"""The fused SGD step loops of docs/model.md §3: steps ``k0 ≤ k < k1`` of online SGD in one jitted
 ``lax.fori_loop``, or in the native C kernel::
 
     ℓ_k = ½ |Y_k − ĝ_k|²,    θ_{k+1} = θ_k + η_N (Y_k − ĝ_k) · G_k,    S_{k+1} = ψ(ĝ_k)

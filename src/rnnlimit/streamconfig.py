@@ -1,4 +1,4 @@
-"""The stream section of an experiment (MODEL.md §1): ``[stream]`` and its
+"""The stream section of an experiment (docs/model.md §1): ``[stream]`` and its
 ``[stream.recording]`` table, and the section base every config section shares.
 
 :class:`StreamConfig` validates the inputs ``X_k`` (clipped AR(1)/VAR(1), a finite chain or a
@@ -152,7 +152,7 @@ class StreamConfig(_Section):
         return self
 
     def build_chain(self) -> Chain:
-        """The input chain of MODEL.md §1."""
+        """The input chain of docs/model.md §1."""
         if self.recording is not None:
             return self.recording.build().chain
         if self.chain == "finite":

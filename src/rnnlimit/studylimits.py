@@ -1,4 +1,4 @@
-"""The limits a study compares with, and when a run has diverged (MODEL.md §4, §4b, §5).
+"""The limits a study compares with, and when a run has diverged (docs/model.md §4, §4b, §5).
 
 A study solves the limit of its networks' own gradient (``training.gradient``) and, with
 ``limit.both_gradients``, the other gradient's too; this module turns those solves into the

@@ -1,4 +1,4 @@
-"""Online SGD on one stream (MODEL.md §3): one sample, one memory update, one parameter update
+"""Online SGD on one stream (docs/model.md §3): one sample, one memory update, one parameter update
 per step k, time ``t = k / N``::
 
     ℓ_k = ½ |Y_k − ĝ_k|²,    θ_{k+1} = θ_k + η_N (Y_k − ĝ_k) · G_k,    η_N = α N^(2β − 2)

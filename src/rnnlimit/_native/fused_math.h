@@ -1,5 +1,5 @@
 /*
- * The float64 activations of the native trainer (fused_train.c, MODEL.md §2): sigma and sigma'
+ * The float64 activations of the native trainer (fused_train.c, docs/model.md §2): sigma and sigma'
  * for erf, tanh and relu, and exp, all branch free (rational functions, both branches blended
  * by bit selects, one division per call) so that the unit loops vectorise under
  * `#pragma omp simd`. No -ffast-math: NaN and Inf propagate.

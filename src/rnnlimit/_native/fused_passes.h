@@ -1,5 +1,5 @@
 /*
- * The unit passes of the native trainer (fused_train.c; MODEL.md §2-3), float64.
+ * The unit passes of the native trainer (fused_train.c; docs/model.md §2-3), float64.
  *
  * A pass over units [i0, i1) applies step k's update with the stored H_k = sigma(pre_k),
  * sigma'(pre_k) and the step's scalars, then forms pre_{k+1} from the new parameters, X_{k+1}

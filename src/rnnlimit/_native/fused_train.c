@@ -1,5 +1,5 @@
 /*
- * Native fast path of rnnlimit.train's online SGD (MODEL.md §2-3), float64, both gradients:
+ * Native fast path of rnnlimit.train's online SGD (docs/model.md §2-3), float64, both gradients:
  * truncated (G_k = grad_theta g(X_k, S_k), S_k an input) and RTRL (G_k = D_k, the derivative
  * through the memory, D_k = grad_theta g(Z_k) + ds_k J_k, J_{k+1} = psi'(g_k) D_k, J_0 = 0).
  *

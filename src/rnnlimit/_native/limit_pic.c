@@ -1,5 +1,5 @@
 /*
- * Native fast path of rnnlimit.limit's grid solve (MODEL.md §4, particle-in-cell), float64.
+ * Native fast path of rnnlimit.limit's grid solve (docs/model.md §4, particle-in-cell), float64.
  *
  * The limit writes h_t(z) = h_0(z) + alpha * sum_j A(z, z_j) R_j(t) over the nodes z_j of a
  * tensor grid with n nodes per axis on [-1, 1]^D, D = d + m <= 3, and
@@ -16,7 +16,7 @@
  * steps; Euler: R <- R + dt rho(R). Same arithmetic as the JAX stages (rnnlimit.drift) up to
  * the summation order of the deposits and of K R.
  *
- * RTRL (MODEL.md §4b, rtrl != 0): every particle also carries its trace coefficients
+ * RTRL (docs/model.md §4b, rtrl != 0): every particle also carries its trace coefficients
  * e (G x m x m) and psi'(h(Z_{k-1})) (m); each chain step
  *
  *     e_k = e_{k-1} F_k + phi(Z_k) (x) I_m,   F_k[c][b] = psi'_c(h(Z_{k-1})) d h_b / d s_c (Z_k),

@@ -1,7 +1,7 @@
 /*
  * What the native kernels (fused_train.c: the trainer; limit_pic.c: the limit's grid stages;
  * seq_features.c: the sequence kernel's feature scan) share: the export and multiversioning
- * macros, the size limits, bit casts and the memory clip psi and its derivative (MODEL.md §2).
+ * macros, the size limits, bit casts and the memory clip psi and its derivative (docs/model.md §2).
  */
 #ifndef RNNLIMIT_NATIVE_H
 #define RNNLIMIT_NATIVE_H

@@ -1,5 +1,5 @@
 /*
- * Native fused feature scan of the diagonal-recurrence RNN's sequence kernel (MODEL.md §6),
+ * Native fused feature scan of the diagonal-recurrence RNN's sequence kernel (docs/model.md §6),
  * float32: the recursion and readouts of rnnlimit.seqfeatures._unit_features.
  *
  * For samples omega_p = (w_p, b_p, u_p) every unit runs H_k = sigma(a_k),
