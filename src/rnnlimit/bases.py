@@ -224,6 +224,15 @@ class GridBasis:
 # --------------------------------------------------------------------------- features
 
 
+def memory_slope(h: Callable[[Array], Array], z: Array, d: int) -> Array:
+    """``∂_s h(z)`` of a basis expansion ``h: (M, d+m) -> (M, m)`` at points ``z``, shape
+    ``(M, m, m)`` (entry ``[p, i, c] = ∂h_i/∂s_c``), by forward-mode autodiff along the ``s``
+    axes (the last ``m`` coordinates)."""
+    m = z.shape[1] - d
+    cols = [jax.jvp(h, (z,), (jnp.zeros_like(z).at[:, d + c].set(1.0),))[1] for c in range(m)]
+    return jnp.stack(cols, -1)
+
+
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class FeatureAux:
@@ -280,13 +289,7 @@ class FeatureBasis:
     def slope(self, frozen: tuple[FeatureAux, Array], z: Array) -> Array:
         """``∂_s`` of the expansion ``h_0 + α φ(z) R`` itself, by forward-mode autodiff."""
         aux, R = frozen
-        d, m = self.kernel.d, self.kernel.m
-
-        def h(zz: Array) -> Array:
-            return self.expansion(aux, R, zz)
-
-        cols = [jax.jvp(h, (z,), (jnp.zeros_like(z).at[:, d + c].set(1.0),))[1] for c in range(m)]
-        return jnp.stack(cols, -1)
+        return memory_slope(lambda zz: self.expansion(aux, R, zz), z, self.kernel.d)
 
     def deposit(self, phi: Array, r: Array) -> Array:
         return phi.T @ r

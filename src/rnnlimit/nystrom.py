@@ -40,7 +40,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import qmc
 
-from rnnlimit.bases import H0
+from rnnlimit.bases import H0, memory_slope
 from rnnlimit.kernels import KernelSpec, ntk
 
 Array = jax.Array
@@ -155,13 +155,7 @@ class NystromBasis:
     def slope(self, frozen: tuple[NystromAux, Array], z: Array) -> Array:
         """``∂_s`` of the expansion ``h_0 + α A(z, C) R``, by forward-mode autodiff."""
         aux, R = frozen
-        d, m = self.kernel.d, self.kernel.m
-
-        def h(zz: Array) -> Array:
-            return self.expansion(aux, R, zz)
-
-        cols = [jax.jvp(h, (z,), (jnp.zeros_like(z).at[:, d + c].set(1.0),))[1] for c in range(m)]
-        return jnp.stack(cols, -1)
+        return memory_slope(lambda zz: self.expansion(aux, R, zz), z, self.kernel.d)
 
     def deposit(self, phi: tuple[Array, Array], r: Array) -> Array:
         """``Σ_p φ(Z_p) r_p = (A_CC + λI)^{-1} Σ_p A(C, Z_p) r_p``."""
