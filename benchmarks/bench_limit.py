@@ -46,6 +46,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from limit_highdim import highdim_case, tanh_case  # noqa: E402
+from limitbench import loglog_slope, max_rms  # noqa: E402
 
 from rnnlimit import native  # noqa: E402
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream  # noqa: E402
@@ -140,20 +141,15 @@ def truncated_section(args: argparse.Namespace) -> None:
     for N in widths:
         for seed in seeds:
             rec, wall = train_network(N, seed, chain, target, args.train_backend)
-            idx = np.searchsorted(lim.times, rec.eval_times - 1e-12)
-            rms = np.sqrt(np.mean((rec.outputs - lim.h[idx]) ** 2, axis=(1, 2)))
-            rows.append((N, seed, float(rms.max()), float(rec.loss[0]), float(rec.loss[-1]), wall))
+            rms = max_rms(rec, lim)
+            rows.append((N, seed, rms, float(rec.loss[0]), float(rec.loss[-1]), wall))
             train_time[N] = min(train_time.get(N, np.inf), wall)
             print(
-                f"N={N:>6} seed={seed}: max-over-t RMS {rms.max():.5f}  loss "
+                f"N={N:>6} seed={seed}: max-over-t RMS {rms:.5f}  loss "
                 f"{rec.loss[0]:.4f} -> {rec.loss[-1]:.4f}  train {wall:.2f} s",
                 flush=True,
             )
-    logN = np.log([r[0] for r in rows])
-    logE = np.log([r[2] for r in rows])
-    slope, intercept = np.polyfit(logN, logE, 1)
-    resid = logE - (slope * logN + intercept)
-    se = np.sqrt(resid @ resid / max(1, len(rows) - 2) / np.sum((logN - logN.mean()) ** 2))
+    slope, se = loglog_slope(np.array([r[0] for r in rows], float), np.array([r[2] for r in rows]))
     print(f"fitted slope {slope:.3f} ± {1.96 * se:.3f} (95%, normal approx.)")
 
     gram = time_gram(KernelSpec(activation="erf"), 1000 if args.quick else 4000)
@@ -188,21 +184,6 @@ def write_results(rows, slope, se, lim, limit_time, train_time, N_ref, gram, rat
     ]
     with RESULTS.open("a") as fh:
         fh.write("\n".join(lines) + "\n")
-
-
-def max_rms(rec, lim) -> float:
-    """Max-over-t RMS distance of a training record to a limit on the same points."""
-    idx = np.searchsorted(lim.times, rec.eval_times - 1e-12)
-    return float(np.sqrt(np.mean((rec.outputs - lim.h[idx]) ** 2, axis=(1, 2))).max())
-
-
-def loglog_slope(N: np.ndarray, E: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope of log E against log N and its standard error."""
-    logN, logE = np.log(N), np.log(E)
-    slope, intercept = np.polyfit(logN, logE, 1)
-    resid = logE - (slope * logN + intercept)
-    se = np.sqrt(resid @ resid / max(1, len(N) - 2) / np.sum((logN - logN.mean()) ** 2))
-    return float(slope), float(se)
 
 
 def rtrl_section(args: argparse.Namespace) -> None:
