@@ -70,6 +70,38 @@ MULTIVERSION static void node_values(const pic_t *p, const double *R) {
     }
 }
 
+/* The grid cell of a point z (D coordinates, clipped to [-1, 1]): the fractional offsets f in
+   the cell and the flat index of its lower corner. half = (n - 1) / 2, top = n - 2. */
+INLINE int64_t locate_cell(const pic_t *p, const double *z, const int D, const double half,
+                           const double top, double *f) {
+    int64_t base = 0;
+    for (int a = 0; a < D; a++) {
+        const double za = z[a] < -1.0 ? -1.0 : (z[a] > 1.0 ? 1.0 : z[a]);
+        const double u = (za + 1.0) * half; /* >= 0: truncation is floor */
+        double i0 = (double)(int64_t)u;
+        i0 = i0 > top ? top : i0;
+        f[a] = u - i0;
+        base += (int64_t)i0 * p->stride[a];
+    }
+    return base;
+}
+
+/* The 2^D corners of that cell: their flat indices and multilinear hat weights (>= 0, sum 1). */
+INLINE void hat_weights(const pic_t *p, const int64_t base, const double *f, const int D,
+                        int64_t *idx, double *w) {
+    for (int c = 0; c < 1 << D; c++) {
+        int64_t off = base;
+        double wc = 1.0;
+        for (int a = 0; a < D; a++) {
+            const int bit = (c >> (D - 1 - a)) & 1;
+            off += bit * p->stride[a];
+            wc *= bit ? f[a] : 1.0 - f[a];
+        }
+        idx[c] = off;
+        w[c] = wc;
+    }
+}
+
 /* cs chain steps with hgrid frozen; rho (G x m) gets sum of deposits / (M cs) when non-NULL.
    Returns the mean of 1/2 |Y - h(Z)|^2 over the M particles and cs steps. D, d, m are
    compile-time constants in each instantiation (see stage), so the corner loops unroll. */
@@ -87,30 +119,12 @@ INLINE double stage_dm(const pic_t *p, const double *xs, const double *ys, doubl
         const double *x = xs + k * M * d;
         const double *y = ys + k * M * m;
         for (int64_t q = 0; q < M; q++) {
-            double f[PIC_MAX_D];
-            int64_t base = 0;
-            for (int a = 0; a < D; a++) {
-                double z = a < d ? x[q * d + a] : s[q * m + (a - d)];
-                z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
-                const double u = (z + 1.0) * half; /* >= 0: truncation is floor */
-                double i0 = (double)(int64_t)u;
-                i0 = i0 > top ? top : i0;
-                f[a] = u - i0;
-                base += (int64_t)i0 * p->stride[a];
-            }
+            double zq[PIC_MAX_D], f[PIC_MAX_D];
+            for (int a = 0; a < D; a++) zq[a] = a < d ? x[q * d + a] : s[q * m + (a - d)];
+            const int64_t base = locate_cell(p, zq, D, half, top, f);
             int64_t idx[1 << PIC_MAX_D];
             double w[1 << PIC_MAX_D];
-            for (int c = 0; c < corners; c++) {
-                int64_t off = base;
-                double wc = 1.0;
-                for (int a = 0; a < D; a++) {
-                    const int bit = (c >> (D - 1 - a)) & 1;
-                    off += bit * p->stride[a];
-                    wc *= bit ? f[a] : 1.0 - f[a];
-                }
-                idx[c] = off;
-                w[c] = wc;
-            }
+            hat_weights(p, base, f, D, idx, w);
             double hz[PIC_MAX_M], r[PIC_MAX_M];
             for (int j = 0; j < m; j++) {
                 double acc = 0.0;
@@ -168,28 +182,12 @@ INLINE double rtrl_stage_dm(const pic_t *p, const double *xs, const double *ys, 
         double *sq = s + q * m, *dq = p->dpsi + q * m, *e = p->E + q * G * mm;
         for (int64_t k = 0; k < cs; k++) { /* forward: the path, r_k and F_k */
             rtrl_step_t *st = steps + k;
-            double f[PIC_MAX_D];
-            int64_t base = 0;
-            for (int a = 0; a < D; a++) {
-                double z = a < d ? xs[(k * M + q) * d + a] : sq[a - d];
-                z = z < -1.0 ? -1.0 : (z > 1.0 ? 1.0 : z);
-                const double u = (z + 1.0) * half;
-                double i0 = (double)(int64_t)u;
-                i0 = i0 > top ? top : i0;
-                f[a] = u - i0;
-                base += (int64_t)i0 * p->stride[a];
-            }
+            double zq[PIC_MAX_D], f[PIC_MAX_D];
+            for (int a = 0; a < D; a++) zq[a] = a < d ? xs[(k * M + q) * d + a] : sq[a - d];
+            const int64_t base = locate_cell(p, zq, D, half, top, f);
+            hat_weights(p, base, f, D, st->idx, st->w);
             double dw[PIC_MAX_M][1 << PIC_MAX_D]; /* hat weights differentiated in s axis c */
             for (int c = 0; c < corners; c++) {
-                int64_t off = base;
-                double wc = 1.0;
-                for (int a = 0; a < D; a++) {
-                    const int bit = (c >> (D - 1 - a)) & 1;
-                    off += bit * p->stride[a];
-                    wc *= bit ? f[a] : 1.0 - f[a];
-                }
-                st->idx[c] = off;
-                st->w[c] = wc;
                 for (int sc = 0; sc < m; sc++) {
                     double dc = 1.0;
                     for (int a = 0; a < D; a++) {
