@@ -36,6 +36,12 @@ class RecordingError(StreamError):
     column or too short. The message names the file, the row and the column."""
 
 
+#: Size beyond which an output or ``h_t`` has run away (targets lie in ``[-1, 1]^m``: a thousand
+#: times their bound is no plausible prediction). The limit solver stops there
+#: (``limitsolve.H_MAX``) and the study's verdicts mark runs there (``verdicts.RUNAWAY``).
+DIVERGENCE_BOUND = 1e3
+
+
 class DivergenceError(RnnlimitError):
     """Training (or the limit solver) produced a non-finite value, or one beyond any plausible
     size (runaway growth).

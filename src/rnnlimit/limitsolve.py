@@ -22,14 +22,19 @@ import numpy as np
 from rnnlimit import float_dtype, native
 from rnnlimit.bases import H0, Basis
 from rnnlimit.drift import SolveState, initial_state, time_stepper
-from rnnlimit.errors import ContractionError, DivergenceError, ParameterError
+from rnnlimit.errors import (
+    DIVERGENCE_BOUND,
+    ContractionError,
+    DivergenceError,
+    ParameterError,
+)
 from rnnlimit.kernels import ntk
 from rnnlimit.limitsteps import SEGMENT_BYTES, PathCursor, native_segment
 from rnnlimit.memory import check_contraction, lipschitz_fn
 
 Array = jax.Array
 #: A limit ``|h|`` beyond this (targets lie in ``[-1, 1]^m``) has run away: DivergenceError.
-H_MAX = 1e3
+H_MAX = DIVERGENCE_BOUND
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from rnnlimit.errors import ParameterError
+from rnnlimit.errors import DIVERGENCE_BOUND, ParameterError
 
-#: Size beyond which an output, ``h_t`` or an error counts as runaway growth (targets are in
-#: [-1, 1]^m: a thousand times their bound is no plausible prediction). The limit solver stops
-#: at the same size (``rnnlimit.limitsolve.H_MAX``).
-RUNAWAY = 1e3
+#: Size beyond which an output, ``h_t`` or an error counts as runaway growth: the bound at which
+#: the limit solver stops too (:data:`rnnlimit.errors.DIVERGENCE_BOUND`).
+RUNAWAY = DIVERGENCE_BOUND
 #: Widest 95% CI of a slope that still supports a verdict: wider, and it cannot tell −1/2 from
 #: −1/4 or −3/4.
 MAX_CI_WIDTH = 0.5
