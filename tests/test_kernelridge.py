@@ -59,3 +59,22 @@ def test_alpha_must_be_positive():
     ridge = EigenRidge.of(np.eye(3))
     with pytest.raises(ParameterError, match="alpha"):
         ridge.loo(np.ones((3, 1)), 0.0)
+
+
+def test_loo_tends_to_the_interpolant_below_the_smallest_eigenvalue():
+    """As ``α → 0`` ridge tends to the interpolant, whose leave-one-out prediction is
+    ``t_i - [K^{-1}T]_i / [K^{-1}]_ii`` (independent route: a direct inverse). The gap is
+    ``O(α/λ_min)``, so every ``α`` far below ``λ_min`` gives the same LOO predictions: why the
+    estimators' grid need not extend below its lower end (RESULTS.md, issue 13)."""
+    feats = RNG.normal(size=(25, 60))  # full rank: λ_min ≈ (√60 - √25)² ≈ 7
+    k = feats @ feats.T + 1.0
+    t = RNG.normal(size=(25, 3))
+    inv = np.linalg.inv(k)
+    limit = t - (inv @ t) / np.diag(inv)[:, None]
+    ridge = EigenRidge.of(k)
+    lam_min = ridge.eigvals.min()
+    for alpha in (1e-4 * lam_min, 1e-6 * lam_min):
+        # each relative change of order α/λ_min; 100× margin for the conditioning of K
+        np.testing.assert_allclose(ridge.loo(t, alpha), limit, atol=100 * alpha / lam_min)
+    far, nearer = ridge.loo(t, 1e-2 * lam_min), ridge.loo(t, 1e-6 * lam_min)
+    assert np.max(np.abs(far - limit)) > np.max(np.abs(nearer - limit))

@@ -42,14 +42,15 @@ class KernelFamily:
     candidate inputs; the estimators choose among each alone and their mean by leave-one-out.
     ``sigma_w``, ``sigma_u``, ``b_max``, ``tau_max``, ``activation``: the law of ω
     (:class:`rnnlimit.omega.OmegaLaw` with ``b_law="logtime"``; ``w``'s sd is
-    ``sigma_w/√window``). ``max_dilations``: at most this many ``δ = 1, 2, 4, ...``.
+    ``sigma_w/√window``; 2 was chosen over 1, 3, 4 on the development pool, see
+    benchmarks/dev_selection.py). ``max_dilations``: at most this many ``δ = 1, 2, 4, ...``.
     """
 
     n_theta: int = 2048
     window: int = 9
     pools: tuple[str, ...] = POOLS
     representations: tuple[str, ...] = REPRESENTATIONS
-    sigma_w: float = 1.0
+    sigma_w: float = 2.0
     sigma_u: float = 1.0
     b_max: float = 0.5
     tau_max: float = 100.0
