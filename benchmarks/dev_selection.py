@@ -134,13 +134,8 @@ def main() -> None:
             loo = np.mean([r["loo"] for r in rows])
             acc = "" if args.unseen else f" acc {np.mean([r['acc'] for r in rows]):.4f}"
             parts.append(f"{name}{acc} loo {loo:.3f} α {alphas} ({rows[0]['cand']})")
-        mean = (
-            ""
-            if args.unseen
-            else (
-                f" mean {np.mean([np.mean([r['acc'] for r in rows]) for rows in res[v].values()]):.4f}"
-            )
-        )
+        per_set = [np.mean([r.get("acc", np.nan) for r in rows]) for rows in res[v].values()]
+        mean = "" if args.unseen else f" mean {np.mean(per_set):.4f}"
         print(f"{v}{mean} | " + " | ".join(parts), flush=True)
 
 
