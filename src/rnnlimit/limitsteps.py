@@ -185,7 +185,7 @@ def native_segment(problem: Any, basis: Any, aux: Any, chain_steps: int, heun: b
         dt = 0.0 if dt is None else float(dt)
         loss = native.pic_run(
             K, h0, state.R, state.S, xs, ys, chain_steps=chain_steps, n_steps=n, dt=dt,
-            E=state.E, dpsi=state.dpsi, **opts,
+            E=state.E, dpsi=state.dpsi, ring=state.ring, ring_meta=state.ring_meta, **opts,
         )  # fmt: skip
         return state, loss
 
