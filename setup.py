@@ -38,6 +38,7 @@ setup(
                 "src/rnnlimit/_native/rnnlimit_native.h",
                 "src/rnnlimit/_native/fused_math.h",
                 "src/rnnlimit/_native/fused_passes.h",
+                "src/rnnlimit/_native/pic_rtrl.h",
             ],
             optional=True,
         )

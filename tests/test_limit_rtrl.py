@@ -223,6 +223,35 @@ def test_native_rtrl_stages_equal_the_jax_stages(d, m, scheme, clip) -> None:
     np.testing.assert_allclose(a.memory[0.3]["s"], b.memory[0.3]["s"], atol=1e-12)
 
 
+@pytest.mark.parametrize(("m", "clip"), [(1, "hard"), (2, "smooth")])
+def test_native_rtrl_history_ring_overflow_spills_into_the_dense_trace(m, clip, monkeypatch):
+    """With a ring of 2 deposits and 3 chain steps per stage, every stage spills deposits into
+    the dense trace E (limit_pic.c's exact fallback); h must still equal the JAX stages (1e-12),
+    which keep the dense trace throughout."""
+    from rnnlimit import native
+
+    if not native.available():
+        pytest.skip(f"native kernel unavailable: {native.unavailable_reason()}")
+    monkeypatch.setattr(native, "RING_CAP", 2)
+    metas, run = [], native.pic_run
+
+    def spy(*args, **kw):
+        out = run(*args, **kw)
+        metas.append(kw["ring_meta"].copy())
+        return out
+
+    monkeypatch.setattr(native, "pic_run", spy)
+    problem = _memory_problem(1, m, clip)
+    numerics = LimitNumerics(T=0.6, dt=0.1, M=64, chain_steps=3, grid=7, burn_in=5)
+    z = np.random.default_rng(1).uniform(-1, 1, (10, 1 + m))
+    kw = dict(estimate_error=False, h0=_h0_linear_in_s(m))
+    a = limit_solver(problem, "native")(numerics, z, [0.0, 0.3, 0.6], **kw)
+    b = limit_solver(problem, "jax")(numerics, z, [0.0, 0.3, 0.6], **kw)
+    assert metas and all(meta[:, 1].max() <= 2 for meta in metas)
+    assert any(meta[:, 2].any() for meta in metas)  # the dense trace was in use
+    np.testing.assert_allclose(a.h, b.h, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("representation", "backend"),
     [("grid", "jax"), ("grid", "auto"), ("features", "jax"), ("nystrom", "jax")],

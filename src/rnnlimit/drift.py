@@ -18,7 +18,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from rnnlimit import native
 from rnnlimit.activations import psi
 from rnnlimit.bases import Basis
 
@@ -37,29 +39,41 @@ class SolveState:
     ``R (size, m)``: the coefficients of ``h_t``. ``S (M, m)``: each particle's memory entering
     its next chain step. RTRL only (else ``None``): ``E (M, size, m, m)``, each particle's
     trace coefficients ``e_{k−1}`` (``E_{k−1}(z) = Σ_j A_j(z) e_{k−1,j}``), and
-    ``dpsi (M, m)``: ``ψ'(h_t(Z_{k−1}))``, the clip's slope at its last output.
+    ``dpsi (M, m)``: ``ψ'(h_t(Z_{k−1}))``, the clip's slope at its last output. The native grid
+    kernel holds ``e`` as its recent deposits, ``ring`` and ``ring_meta``
+    (:func:`rnnlimit.native.ring_shape`), and uses ``E`` only as their overflow.
     """
 
     R: Any
     S: Any
     E: Any = None
     dpsi: Any = None
+    ring: Any = None
+    ring_meta: Any = None
 
 
 def initial_state(
     gradient: str, basis: Basis, M: int, m: int, dtype: Any, xp: Any = jnp
 ) -> SolveState:
     """``R = 0``, ``S_0 = 0`` and, for RTRL, ``E = 0`` before the first step (``xp``: the array
-    module, numpy for the native kernel that updates the state in place)."""
+    module, numpy for the native kernel that updates the state in place, with its ring)."""
     R, S = xp.zeros((basis.size, m), dtype), xp.zeros((M, m), dtype)
     if gradient != "rtrl":
         return SolveState(R, S)
-    return SolveState(R, S, xp.zeros((M, basis.size, m, m), dtype), xp.zeros((M, m), dtype))
+    E, dpsi = xp.zeros((M, basis.size, m, m), dtype), xp.zeros((M, m), dtype)
+    if xp is jnp:
+        return SolveState(R, S, E, dpsi)
+    shape = native.ring_shape(basis.kernel.d, m, M)
+    return SolveState(R, S, E, dpsi, np.zeros(shape), np.zeros((M, 3), np.int64))
 
 
 def trace_bytes(gradient: str, basis: Basis, M: int, m: int, itemsize: int = 8) -> int:
-    """Memory of the traces ``E`` of one solve (0 for the truncated drift)."""
-    return M * basis.size * m * m * itemsize if gradient == "rtrl" else 0
+    """Memory of the traces of one solve: ``E`` and the native kernel's history ring (0 for
+    the truncated drift)."""
+    if gradient != "rtrl":
+        return 0
+    ring = int(np.prod(native.ring_shape(basis.kernel.d, m, M))) * 8 if basis.kind == "grid" else 0
+    return M * basis.size * m * m * itemsize + ring
 
 
 def truncated_drift(problem: Any, basis: Basis, deposit: bool = True) -> Stage:

@@ -163,18 +163,28 @@ def solve_trajectory(
             return basis.expansion(aux, R, jnp.concatenate([x, s])[None, :])[0]
 
         caches.lipschitz[lip_key] = lipschitz_fn(
-            h_expansion, k.d, k.m, clip=problem.clip, n_grid=11
+            h_expansion, k.d, k.m, clip=problem.clip, n_grid=11, lazy=True
         )
 
-    def lipschitz(R: Any) -> float:
+    def lipschitz(R: Any) -> Any:
+        """The Lipschitz constant of the memory map at ``R``, dispatched (a jax scalar)."""
         return caches.lipschitz[lip_key]((jnp.asarray(R, dtype), aux))
+
+    def check_lipschitz(L: Any, at: int) -> float:
+        """Wait for a dispatched constant; a non-contractive map stops the solve."""
+        L = float(L)
+        if L >= 1.0 and not request.force:
+            err = ContractionError(L)
+            err.args = (f"{err.args[0]} (at t = {at * dt:.4g})",)
+            raise err
+        return L
 
     segment, on_host = _segment(problem, numerics, basis, aux, backend, caches)
     # the native stages update a state of numpy arrays in place
     state: SolveState = initial_state(
         problem.gradient, basis, numerics.M, k.m, dtype, np if on_host else jnp
     )
-    L0 = lipschitz(state.R)
+    L0 = float(lipschitz(state.R))
     check_contraction(L0, force=request.force)
     check_stability(problem, numerics, stiffness(problem, basis, L0))
     if store is not None:
@@ -207,15 +217,18 @@ def solve_trajectory(
         if not np.abs(hs[-1]).max() <= H_MAX:
             raise _diverged(done, dt, rec_steps, hs[:-1])
         last = target_step == rec_steps[-1]
-        lips.append(lipschitz(state.R) if request.base or last or not lips else np.nan)
+        # measured beside the next segment's stages (coeffs[-1] is a copy no stage writes) and
+        # checked at the next record time, or at the end
+        lips.append((lipschitz(coeffs[-1]) if request.base or last or not lips else None, done))
         if done in mem_steps:
             memory[done] = dict(x=paths.next_x(), s=np.array(state.S))
-        if lips[-1] >= 1.0 and not request.force:
-            err = ContractionError(lips[-1])
-            err.args = (f"{err.args[0]} (at t = {done * dt:.4g})",)
-            raise err
+        if len(lips) > 1 and lips[-2][0] is not None:
+            lips[-2] = (check_lipschitz(*lips[-2]), lips[-2][1])
         if request.progress is not None:
             request.progress(done, numerics.n_steps)
+    if lips and lips[-1][0] is not None:
+        lips[-1] = (check_lipschitz(*lips[-1]), lips[-1][1])
+    lips = [np.nan if L is None else L for L, _ in lips]
     loss = np.concatenate(losses) if losses else np.zeros(0)
 
     def evaluate(z: Any, i: int) -> np.ndarray:

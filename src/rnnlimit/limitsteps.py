@@ -148,11 +148,13 @@ def shared_stores(problem: Any, solves: list, dtype: Any, cache: dict) -> dict[t
 
 def solve_cost(numerics: Any, basis: Any, gradient: str = "truncated") -> float:
     """Relative work of a solve, for scheduling: particle steps (~50 ns each, paths included),
-    the basis's own work per stage and, for RTRL, the trace update and deposit of every
-    particle step (``size·m²`` entries, ~0.5 ns each). A basis whose particle step costs more
-    than a plain one says so by ``particle_cost()`` (the Nyström block: ``1 + P/16``)."""
+    the basis's own work per stage and, for RTRL, the trace of every particle step: on the
+    grid (the native kernel) its history of recent deposits, about twice a plain step; else
+    the dense update of ``size·m²`` entries (~0.5 ns each). A basis whose particle step costs
+    more than a plain one says so by ``particle_cost()`` (the Nyström block: ``1 + P/16``)."""
     particle_steps = numerics.M * numerics.total_chain_steps
-    trace = particle_steps * basis.size * basis.kernel.m**2 / 100 if gradient == "rtrl" else 0.0
+    dense = basis.size * basis.kernel.m**2 / 100
+    trace = particle_steps * (2.0 if basis.kind == "grid" else dense) if gradient == "rtrl" else 0.0
     per_step = basis.particle_cost() if hasattr(basis, "particle_cost") else 1.0
     stages = numerics.n_steps * numerics.stages * basis.stage_cost()
     return particle_steps * per_step + stages + trace
@@ -185,7 +187,7 @@ def native_segment(problem: Any, basis: Any, aux: Any, chain_steps: int, heun: b
         dt = 0.0 if dt is None else float(dt)
         loss = native.pic_run(
             K, h0, state.R, state.S, xs, ys, chain_steps=chain_steps, n_steps=n, dt=dt,
-            E=state.E, dpsi=state.dpsi, **opts,
+            E=state.E, dpsi=state.dpsi, ring=state.ring, ring_meta=state.ring_meta, **opts,
         )  # fmt: skip
         return state, loss
 

@@ -59,8 +59,11 @@ def lipschitz_fn(
     clip: str = "hard",
     n_grid: int = 21,
     points: Any = None,
-) -> Callable[[Any], float]:
-    """Set up, once, the measured ``sup_{x, s} ‖∂_s ψ(h(θ; x, s))‖₂`` as a function of θ.
+    lazy: bool = False,
+) -> Callable[[Any], Any]:
+    """Set up, once, the measured ``sup_{x, s} ‖∂_s ψ(h(θ; x, s))‖₂`` as a function of θ
+    (``lazy``: it returns the jax scalar at once, computed in the background; ``float()`` it
+    to wait).
 
     The supremum runs over a grid of ``[-1,1]^{d+m}`` (plus ``points``); ``∂_s`` by forward-mode
     autodiff and the operator 2-norm of the ``m × m`` Jacobian. A grid estimate of a supremum:
@@ -91,7 +94,7 @@ def lipschitz_fn(
 
         return jnp.max(jax.vmap(norm)(zj))
 
-    return lambda theta: float(sup(theta))
+    return sup if lazy else lambda theta: float(sup(theta))
 
 
 def lipschitz_constant(

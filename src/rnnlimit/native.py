@@ -97,7 +97,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.rnnlimit_exp.argtypes = [_I64, _P, _P]
     lib.rnnlimit_pic_run.restype = _INT
     lib.rnnlimit_pic_run.argtypes = [_INT, _INT, _INT, _I64, _I64, _I64, _INT, _DBL, _DBL]
-    lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8, _INT, _P, _P]
+    lib.rnnlimit_pic_run.argtypes += [_INT, _INT, *[_P] * 8, _INT, _P, _P, _P, _P, _I64]
     lib.rnnlimit_seq_features.restype = _INT
     lib.rnnlimit_seq_features.argtypes = [_INT, _INT, *[_I64] * 5, *[_P] * 5, _INT, _I64]
     lib.rnnlimit_seq_features.argtypes += [ctypes.c_float, _P, _P]
@@ -260,7 +260,7 @@ def exp(x: np.ndarray) -> np.ndarray:
 #: Largest ``d + m`` and ``m`` of the native grid limit kernel (``limit_pic.c``).
 PIC_MAX_D, PIC_MAX_M = 3, 2
 #: Signature version of ``rnnlimit_pic_run`` (``rnnlimit_pic_version`` in ``limit_pic.c``).
-_PIC_VERSION = 2
+_PIC_VERSION = 3
 
 
 def pic_run(
@@ -281,16 +281,20 @@ def pic_run(
     clip: str,
     E: np.ndarray | None = None,
     dpsi: np.ndarray | None = None,
+    ring: np.ndarray | None = None,
+    ring_meta: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run ``n_steps`` time steps of the grid limit solve in place on ``R (G, m)``, ``s (M, m)``.
 
     ``K (G, G)`` is the node Gram, ``h0 (G, m)`` the node values of ``h_0``; ``xs (n, M, d)``,
     ``ys (n, M, m)`` the particle paths with ``n = n_steps · stages · chain_steps`` (``n_steps
     = 0``: a burn-in over ``n = chain_steps`` steps, ``R`` frozen, no deposits). With ``E (M, G,
-    m, m)`` and ``dpsi (M, m)`` (both or neither) the drift is RTRL's (docs/model.md §4b) and the
-    particles' traces are updated in place too. Returns the first stage's mean loss of each
-    time step. Same arithmetic as the JAX stages of :mod:`rnnlimit.drift` up to summation order
-    (``_native/limit_pic.c``).
+    m, m)``, ``dpsi (M, m)``, ``ring (M, cap, 1 + 2^(d+m) + m²)`` and ``ring_meta (M, 3)`` int64
+    (all or none; zero before the first call) the drift is RTRL's (docs/model.md §4b) and the
+    particles' traces are updated in place too: each keeps its recent deposits in ``ring``
+    and ``E`` only as an overflow (see ``_native/limit_pic.c``; :func:`ring_shape`). Returns the
+    first stage's mean loss of each time step. Same arithmetic as the JAX stages of
+    :mod:`rnnlimit.drift` up to summation order and the ring's dropping of deposits below 1e-16.
     """
     steps, M, d = xs.shape
     m = ys.shape[2]
@@ -306,11 +310,14 @@ def pic_run(
     _c_array(s, "s", (M, m))
     _c_array(xs, "xs", (steps, M, d))
     _c_array(ys, "ys", (steps, M, m))
-    if (E is None) != (dpsi is None):
-        raise ValueError("E and dpsi go together (the RTRL traces)")
+    rtrl = [v is not None for v in (E, dpsi, ring, ring_meta)]
+    if any(rtrl) and not all(rtrl):
+        raise ValueError("E, dpsi, ring and ring_meta go together (the RTRL traces)")
     if E is not None:
         _c_array(E, "E", (M, G, m, m))
         _c_array(dpsi, "dpsi", (M, m))
+        _c_array(ring, "ring", (M, ring.shape[1], ring_shape(d, m, M)[2]))
+        _c_array(ring_meta, "ring_meta", (M, 3), np.int64)
     lib = _lib()
     version = getattr(lib, "rnnlimit_pic_version", None)
     if version is None or version() != _PIC_VERSION:
@@ -323,11 +330,25 @@ def pic_run(
         n_axis, d, m, M, chain_steps, n_steps, int(heun), alpha, dt, int(memory), CLIPS[clip],
         K.ctypes.data, h0.ctypes.data, R.ctypes.data, xs.ctypes.data, ys.ctypes.data,
         s.ctypes.data, losses.ctypes.data, work.ctypes.data, int(E is not None),
-        None if E is None else E.ctypes.data, None if dpsi is None else dpsi.ctypes.data,
+        *(None if v is None else v.ctypes.data for v in (E, dpsi, ring, ring_meta)),
+        0 if ring is None else ring.shape[1],
     )  # fmt: skip
     if rc != 0:
         raise ValueError("native grid kernel refused its arguments")
     return losses[:n_steps]
+
+
+#: Deposits kept per particle in the native RTRL history ring (``limit_pic.c``): with the
+#: contraction |F| ≤ L, a deposit falls below the kernel's 1e-16 after log(1e-16)/log(L)
+#: chain steps (24 at L = 0.22, the docs/model.md §5 setting; 64 covers L ≤ 0.56); the rest
+#: spill into the dense trace, which costs more but is exact.
+RING_CAP = 64
+
+
+def ring_shape(d: int, m: int, M: int) -> tuple[int, int, int]:
+    """Shape of the history ring of ``M`` particles: per deposit its cell's lower corner, the
+    ``2^(d+m)`` hat weights and the ``m × m`` coefficient."""
+    return (M, RING_CAP, 1 + 2 ** (d + m) + m * m)
 
 
 #: Lanes (ω samples) per block of the native feature scan (``_native/seq_features.c``).

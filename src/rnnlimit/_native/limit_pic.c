@@ -27,6 +27,21 @@
  * does not depend on e), then backward: a_k = r_k + F_{k+1} a_{k+1}, P_{k-1} = F_k P_k, and
  * sum_k e_k r_k = sum_k phi(Z_k) a_k + e_0 F_1 a_1,  e_n = e_0 P_0 + sum_k phi(Z_k) (x) P_k,
  * so the dense trace is read and written once per stage, not per chain step.
+ * The forward pass runs a block of particles step by step (one particle's steps are a serial
+ * chain, s_{k+1} = psi(h(Z_k)); interleaving particles overlaps them), the backward pass and
+ * the history below run particle by particle.
+ *
+ * The trace as a history: e_k = sum_j phi(Z_j) (x) Q_j with Q_j = F_{j+1} ... F_k, a sum of
+ * deposits that forget geometrically (|F| <= L < 1). Each particle keeps its recent deposits
+ * in a ring (ring_cap entries: the lower corner of the cell, the 2^D hat weights and Q_j), so a
+ * stage touches O(live deposits) numbers instead of the G m^2 of a dense trace: the old part's
+ * drift sum_j phi_j Q_j F_1 a_1 is deposited corner by corner, Q_j <- Q_j P_0, and the stage's
+ * own phi(Z_k) (x) P_k are appended. A deposit whose |Q_j| (largest entry) falls to RING_TOL =
+ * 1e-16 is dropped: it would add less than 1e-16 to any coefficient of e from then on (the
+ * rounding level of e's O(1) entries). Only a deposit still above RING_TOL when the ring is
+ * full is folded into the dense trace E, which then runs the dense update above until all its
+ * entries fall below RING_TOL (then it is zeroed and switched off); with the contraction of
+ * docs/model.md §4b (|F| <= 0.22 in its §5 setting) the ring never fills.
  *
  * Exported: rnnlimit_pic_run(...) (see its comment). No threads: LimitSolver runs its base and
  * refinement solves side by side, one per core.
@@ -40,13 +55,20 @@
    instructions and runs the particle loop ~1.5x slower */
 #include "rnnlimit_native.h"
 
+/* a history deposit whose coefficients all fall to this is dropped (see the header) */
+#define RING_TOL 1e-16
+
 typedef struct {
     int64_t G, M;
     int n, D, d, m, memory, clip, rtrl;
     double alpha;
     const double *K, *h0;
     double *hgrid;
-    double *E, *dpsi; /* RTRL: traces (M x G x m x m), psi' at the last output (M x m) */
+    double *E, *dpsi; /* RTRL: dense traces (M x G x m x m), psi' at the last output (M x m) */
+    double *ring;     /* RTRL: per particle ring_cap deposits of 1 + 2^D + m^2 doubles */
+    int64_t *meta;    /* RTRL: per particle (oldest slot, live deposits, dense E in use) */
+    int64_t ring_cap;
+    int64_t block; /* RTRL: particles per block of the forward pass */
     struct rtrl_step *steps; /* RTRL: scratch of one particle's chain steps in a stage */
     int64_t stride[PIC_MAX_D];
 } pic_t;
@@ -146,145 +168,7 @@ INLINE double stage_dm(const pic_t *p, const double *xs, const double *ys, doubl
     return loss * norm;
 }
 
-/* Per chain step of one particle, recorded by the forward pass of an RTRL stage. */
-typedef struct rtrl_step {
-    int64_t idx[1 << PIC_MAX_D];
-    double w[1 << PIC_MAX_D];
-    double r[PIC_MAX_M];
-    double F[PIC_MAX_M * PIC_MAX_M]; /* F[c * m + b] = psi'_c(previous output) dh_b/ds_c */
-    double P[PIC_MAX_M * PIC_MAX_M]; /* P_k = F_{k+1} ... F_n (backward pass) */
-} rtrl_step_t;
-
-/* out = A B for m x m row-major matrices (out may not alias) */
-INLINE void matmul_m(double *out, const double *A, const double *B, const int m) {
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < m; j++) {
-            double acc = 0.0;
-            for (int c = 0; c < m; c++) acc += A[i * m + c] * B[c * m + j];
-            out[i * m + j] = acc;
-        }
-}
-
-/* The RTRL stage (see the header): cs chain steps with hgrid frozen, particle by particle;
-   rho as in stage_dm (NULL: the burn-in), traces E and psi' updated. */
-INLINE double rtrl_stage_dm(const pic_t *p, const double *xs, const double *ys, double *s,
-                            int64_t cs, double *rho, const int d, const int m) {
-    rtrl_step_t *steps = p->steps;
-    const int D = d + m, mm = m * m;
-    const int64_t M = p->M, G = p->G;
-    const int n = p->n;
-    const int corners = 1 << D;
-    const double half = 0.5 * (n - 1), top = n - 2;
-    const double *hgrid = p->hgrid;
-    double loss = 0.0;
-    if (rho) memset(rho, 0, sizeof(double) * (size_t)(G * m));
-    for (int64_t q = 0; q < M; q++) {
-        double *sq = s + q * m, *dq = p->dpsi + q * m, *e = p->E + q * G * mm;
-        for (int64_t k = 0; k < cs; k++) { /* forward: the path, r_k and F_k */
-            rtrl_step_t *st = steps + k;
-            double zq[PIC_MAX_D], f[PIC_MAX_D];
-            for (int a = 0; a < D; a++) zq[a] = a < d ? xs[(k * M + q) * d + a] : sq[a - d];
-            const int64_t base = locate_cell(p, zq, D, half, top, f);
-            hat_weights(p, base, f, D, st->idx, st->w);
-            double dw[PIC_MAX_M][1 << PIC_MAX_D]; /* hat weights differentiated in s axis c */
-            for (int c = 0; c < corners; c++) {
-                for (int sc = 0; sc < m; sc++) {
-                    double dc = 1.0;
-                    for (int a = 0; a < D; a++) {
-                        const int bit = (c >> (D - 1 - a)) & 1;
-                        if (a == d + sc)
-                            dc *= bit ? half : -half;
-                        else
-                            dc *= bit ? f[a] : 1.0 - f[a];
-                    }
-                    dw[sc][c] = dc;
-                }
-            }
-            double hz[PIC_MAX_M];
-            for (int b = 0; b < m; b++) {
-                double acc = 0.0;
-                for (int c = 0; c < corners; c++) acc += st->w[c] * hgrid[st->idx[c] * m + b];
-                hz[b] = acc;
-                st->r[b] = ys[(k * M + q) * m + b] - acc;
-                loss += 0.5 * st->r[b] * st->r[b];
-                for (int sc = 0; sc < m; sc++) {
-                    double slope = 0.0;
-                    for (int c = 0; c < corners; c++) slope += dw[sc][c] * hgrid[st->idx[c] * m + b];
-                    st->F[sc * m + b] = dq[sc] * slope;
-                }
-            }
-            if (p->memory)
-                for (int b = 0; b < m; b++) {
-                    const double t = psi_clip(p->clip, hz[b]);
-                    sq[b] = t;
-                    dq[b] = p->clip == CLIP_HARD ? (fabs(hz[b]) < 1.0) : 1.0 - t * t;
-                }
-        }
-        /* backward: a_k = r_k + F_{k+1} a_{k+1}, P_k = F_{k+1} P_{k+1}; deposits phi_k a_k */
-        double a[PIC_MAX_M] = {0.0}, Fa[PIC_MAX_M], P0[PIC_MAX_M * PIC_MAX_M];
-        for (int64_t k = cs - 1; k >= 0; k--) {
-            rtrl_step_t *st = steps + k;
-            if (k == cs - 1) {
-                for (int b = 0; b < m; b++) a[b] = st->r[b];
-                for (int i = 0; i < mm; i++) st->P[i] = (i % (m + 1)) == 0;
-            } else {
-                const rtrl_step_t *nx = steps + k + 1;
-                for (int c = 0; c < m; c++) {
-                    double acc = 0.0;
-                    for (int b = 0; b < m; b++) acc += nx->F[c * m + b] * a[b];
-                    Fa[c] = acc;
-                }
-                for (int c = 0; c < m; c++) a[c] = st->r[c] + Fa[c];
-                matmul_m(st->P, nx->F, nx->P, m);
-            }
-            if (rho)
-                for (int b = 0; b < m; b++)
-                    for (int c = 0; c < corners; c++) rho[st->idx[c] * m + b] += st->w[c] * a[b];
-        }
-        matmul_m(P0, steps[0].F, steps[0].P, m);
-        /* dense: rho += e_0 F_1 a_1, e <- e_0 P_0; then the sparse phi_k (x) P_k */
-        for (int c = 0; c < m; c++) {
-            double acc = 0.0;
-            for (int b = 0; b < m; b++) acc += steps[0].F[c * m + b] * a[b];
-            Fa[c] = acc;
-        }
-        if (m == 1) { /* one pass over e */
-            const double v = Fa[0], pz = P0[0];
-            if (rho) {
-#pragma omp simd
-                for (int64_t g = 0; g < G; g++) {
-                    const double eg = e[g];
-                    rho[g] += eg * v;
-                    e[g] = eg * pz;
-                }
-            } else {
-#pragma omp simd
-                for (int64_t g = 0; g < G; g++) e[g] *= pz;
-            }
-        } else {
-            for (int64_t g = 0; g < G; g++) {
-                double *eg = e + g * mm, row[PIC_MAX_M * PIC_MAX_M];
-                if (rho)
-                    for (int i = 0; i < m; i++) {
-                        double acc = 0.0;
-                        for (int c = 0; c < m; c++) acc += eg[i * m + c] * Fa[c];
-                        rho[g * m + i] += acc;
-                    }
-                matmul_m(row, eg, P0, m);
-                memcpy(eg, row, sizeof(double) * (size_t)mm);
-            }
-        }
-        for (int64_t k = 0; k < cs; k++) {
-            const rtrl_step_t *st = steps + k;
-            for (int c = 0; c < corners; c++)
-                for (int i = 0; i < mm; i++) e[st->idx[c] * mm + i] += st->w[c] * st->P[i];
-        }
-    }
-    const double norm = 1.0 / ((double)M * (double)cs);
-    if (rho)
-        for (int64_t i = 0; i < G * m; i++) rho[i] *= norm;
-    return loss * norm;
-}
+#include "pic_rtrl.h" /* the RTRL stage: rtrl_stage_dm */
 
 MULTIVERSION static double stage(const pic_t *p, const double *xs, const double *ys, double *s,
                                 int64_t cs, double *rho) {
@@ -305,21 +189,25 @@ MULTIVERSION static double stage(const pic_t *p, const double *xs, const double 
  *   xs (steps x M x d), ys (steps x M x m) with steps = n_steps * stages * cs (burn-in: cs)
  *   losses (n_steps): the first stage's mean loss of each time step
  *   work: 3 G m doubles of scratch
- *   rtrl != 0: E (M x G x m x m) and dpsi (M x m), the particles' traces, updated (else NULL)
+ *   rtrl != 0 (else all NULL / 0), the particles' traces, updated: dpsi (M x m); the history
+ *     ring (M x ring_cap x (1 + 2^D + m^2)) with meta (M x 3: oldest slot, live deposits,
+ *     dense in use), all zero before the first call; E (M x G x m x m), the dense overflow
  * Returns 0, -1 when the arguments are outside what this kernel handles, -2 out of memory.
  */
 EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t n_steps, int heun,
                             double alpha, double dt, int memory, int clip, const double *K,
                             const double *h0, double *R, const double *xs, const double *ys,
                             double *s, double *losses, double *work, int rtrl, double *E,
-                            double *dpsi) {
+                            double *dpsi, double *ring, int64_t *meta, int64_t ring_cap) {
     const int D = d + m;
     if (n < 2 || d < 1 || m < 1 || m > PIC_MAX_M || D > PIC_MAX_D || M < 1 || cs < 1 ||
-        n_steps < 0 || (d == 2 && m == 2) || (rtrl && (!E || !dpsi)))
+        n_steps < 0 || (d == 2 && m == 2) ||
+        (rtrl && (!E || !dpsi || !ring || !meta || ring_cap < 1)))
         return -1;
     pic_t p;
     p.n = n, p.D = D, p.d = d, p.m = m, p.M = M, p.memory = memory, p.clip = clip;
     p.rtrl = rtrl, p.E = E, p.dpsi = dpsi, p.steps = NULL;
+    p.ring = ring, p.meta = meta, p.ring_cap = ring_cap;
     p.alpha = alpha, p.K = K, p.h0 = h0;
     p.G = 1;
     for (int a = 0; a < D; a++) p.G *= n;
@@ -328,8 +216,9 @@ EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t 
         for (int b = a + 1; b < D; b++) st *= n;
         p.stride[a] = st;
     }
-    if (rtrl) { /* one particle's chain steps in a stage */
-        p.steps = malloc(sizeof(rtrl_step_t) * (size_t)cs);
+    if (rtrl) { /* a block's chain steps in a stage: <= 4096 records (~0.8 MB) */
+        p.block = 4096 / cs < 1 ? 1 : (4096 / cs > 64 ? 64 : 4096 / cs);
+        p.steps = malloc(sizeof(rtrl_step_t) * (size_t)(cs * p.block));
         if (!p.steps) return -2;
     }
     const int64_t Gm = p.G * m;
@@ -360,6 +249,7 @@ EXPORT int rnnlimit_pic_run(int n, int d, int m, int64_t M, int64_t cs, int64_t 
     return 0;
 }
 
-/* Version of rnnlimit_pic_run's signature (2: the RTRL traces), checked by native.pic_run so
-   that a stale build is refused rather than called with arguments it would ignore. */
-EXPORT int rnnlimit_pic_version(void) { return 2; }
+/* Version of rnnlimit_pic_run's signature (2: the RTRL traces; 3: their history ring), checked
+   by native.pic_run so that a stale build is refused rather than called with arguments it
+   would ignore. */
+EXPORT int rnnlimit_pic_version(void) { return 3; }
