@@ -13,18 +13,16 @@ from rnnlimit.chains import (
     FiniteChain,
     LagTarget,
     StepChain,
-    advance_particles,
     autocorrelation,
     effective_sample_size,
-    init_particles,
     integrated_autocorrelation_time,
     memoryless_target,
-    particle_paths,
     sample_stream,
     stationary_law,
     stream_from_array,
 )
 from rnnlimit.errors import ParameterError, StreamError
+from rnnlimit.particles import advance_particles, init_particles, particle_paths
 
 P3 = np.array([[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.3, 0.3, 0.4]])
 V3 = np.array([-0.9, 0.1, 0.7])

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlimit import native
-from rnnlimit.chains import Particles, init_particles, particle_paths
+from rnnlimit.particles import Particles, init_particles, particle_paths
 
 Array = jax.Array
 #: Paths held in memory at once by one cursor (bytes): a segment longer than this is split.
