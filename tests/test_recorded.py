@@ -13,13 +13,12 @@ import pytest
 from rnnlimit.chains import (
     AR1Chain,
     FilterTarget,
-    advance_particles,
-    init_particles,
     sample_stream,
 )
 from rnnlimit.errors import ParameterError, RecordingError
 from rnnlimit.kernels import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
+from rnnlimit.particles import advance_particles, init_particles
 from rnnlimit.recorded import (
     MIN_TRAIN,
     REREAD_WARNING,

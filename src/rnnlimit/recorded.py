@@ -166,7 +166,7 @@ def lag_embed(
 class RecordedChain:
     """The cyclic shift ``J_{k+1} = J_k + 1 mod L`` on the indices of ``x (L, d)``, observed as
     ``x_J``; ``J_0`` uniform on ``0..L−1`` (the stationary law), so M copies started by
-    ``init_particles`` sit at independent uniform indices."""
+    ``particles.init_particles`` sit at independent uniform indices."""
 
     x: np.ndarray
 
