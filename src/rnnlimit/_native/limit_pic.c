@@ -108,18 +108,21 @@ INLINE int64_t locate_cell(const pic_t *p, const double *z, const int D, const d
     return base;
 }
 
+/* Corner c of a cell (bit D-1-a of c: the upper node on axis a): its flat offset from the
+   cell's lower corner. The one place that orders the 2^D corners. */
+INLINE int64_t corner_offset(const pic_t *p, const int c, const int D) {
+    int64_t off = 0;
+    for (int a = 0; a < D; a++) off += ((c >> (D - 1 - a)) & 1) * p->stride[a];
+    return off;
+}
+
 /* The 2^D corners of that cell: their flat indices and multilinear hat weights (>= 0, sum 1). */
 INLINE void hat_weights(const pic_t *p, const int64_t base, const double *f, const int D,
                         int64_t *idx, double *w) {
     for (int c = 0; c < 1 << D; c++) {
-        int64_t off = base;
         double wc = 1.0;
-        for (int a = 0; a < D; a++) {
-            const int bit = (c >> (D - 1 - a)) & 1;
-            off += bit * p->stride[a];
-            wc *= bit ? f[a] : 1.0 - f[a];
-        }
-        idx[c] = off;
+        for (int a = 0; a < D; a++) wc *= (c >> (D - 1 - a)) & 1 ? f[a] : 1.0 - f[a];
+        idx[c] = base + corner_offset(p, c, D);
         w[c] = wc;
     }
 }

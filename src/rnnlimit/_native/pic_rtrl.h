@@ -65,6 +65,12 @@ INLINE double dense_update(double *e, const int64_t G, const int m, const double
     return mx;
 }
 
+/* Drop the oldest deposit of a ring (meta: oldest slot, live deposits, ...). */
+INLINE void ring_drop_oldest(int64_t *meta, const int64_t cap) {
+    meta[0] = meta[0] + 1 == cap ? 0 : meta[0] + 1;
+    meta[1]--;
+}
+
 /* Ask for one particle's ring slots from its oldest live deposit on, the live ones and the
    stage's n_new to come (wrapping), to be brought into the cache while the forward pass runs:
    the ring was last touched a stage ago. */
@@ -140,10 +146,7 @@ INLINE double rtrl_stage_dm(const pic_t *p, const double *xs, const double *ys, 
     const double *hgrid = p->hgrid;
     const int64_t width = 1 + corners + mm; /* a ring deposit: lower corner, weights, Q */
     int64_t off[1 << PIC_MAX_D];            /* the corners' offsets from the lower one */
-    for (int c = 0; c < corners; c++) {
-        off[c] = 0;
-        for (int a = 0; a < D; a++) off[c] += ((c >> (D - 1 - a)) & 1) * p->stride[a];
-    }
+    for (int c = 0; c < corners; c++) off[c] = corner_offset(p, c, D);
     double loss = 0.0;
     if (rho) memset(rho, 0, sizeof(double) * (size_t)(G * m));
     /* particles in blocks of nb: the forward pass runs step by step across the block, so the
@@ -216,7 +219,7 @@ INLINE double rtrl_stage_dm(const pic_t *p, const double *xs, const double *ys, 
             }
             if (meta[2]) meta[2] = dense_update(e, G, m, Fa, P0, rho) > RING_TOL;
             while (meta[1] > 0 && max_abs(ring + meta[0] * width + 1 + corners, mm) <= RING_TOL)
-                meta[0] = meta[0] + 1 == p->ring_cap ? 0 : meta[0] + 1, meta[1]--; /* negligible */
+                ring_drop_oldest(meta, p->ring_cap); /* negligible */
             for (int64_t k = 0; k < cs; k++) { /* append phi(Z_k) (x) P_k, oldest first */
                 const rtrl_step_t *st = steps_q + k;
                 if (max_abs(st->P, mm) <= RING_TOL) continue;
@@ -229,10 +232,10 @@ INLINE double rtrl_stage_dm(const pic_t *p, const double *xs, const double *ys, 
                             for (int i = 0; i < mm; i++)
                                 e[((int64_t)old[0] + off[c]) * mm + i] += old[1 + c] * Q[i];
                     }
-                    meta[0] = meta[0] + 1 == p->ring_cap ? 0 : meta[0] + 1, meta[1]--;
+                    ring_drop_oldest(meta, p->ring_cap);
                 }
                 const int64_t slot = meta[0] + meta[1];
-            double *ent = ring + (slot < p->ring_cap ? slot : slot - p->ring_cap) * width;
+                double *ent = ring + (slot < p->ring_cap ? slot : slot - p->ring_cap) * width;
                 ent[0] = (double)st->base;
                 for (int c = 0; c < corners; c++) ent[1 + c] = st->w[c];
                 memcpy(ent + 1 + corners, st->P, sizeof(double) * (size_t)mm);
