@@ -24,7 +24,6 @@ from rnnlimit.bases import H0, Basis
 from rnnlimit.drift import SolveState, initial_state, time_stepper
 from rnnlimit.errors import (
     DIVERGENCE_BOUND,
-    ContractionError,
     DivergenceError,
     ParameterError,
 )
@@ -170,14 +169,12 @@ def solve_trajectory(
         """The Lipschitz constant of the memory map at ``R``, dispatched (a jax scalar)."""
         return caches.lipschitz[lip_key]((jnp.asarray(R, dtype), aux))
 
-    def check_lipschitz(L: Any, at: int) -> float:
-        """Wait for a dispatched constant; a non-contractive map stops the solve."""
-        L = float(L)
-        if L >= 1.0 and not request.force:
-            err = ContractionError(L)
-            err.args = (f"{err.args[0]} (at t = {at * dt:.4g})",)
-            raise err
-        return L
+    def check_lipschitz(i: int) -> None:
+        """Wait for the constant dispatched at record time ``i``; a non-contractive map stops
+        the solve."""
+        if lips[i] is not None:
+            lips[i] = float(lips[i])
+            check_contraction(lips[i], force=request.force, where=f"at t = {rec_steps[i] * dt:.4g}")
 
     segment, on_host = _segment(problem, numerics, basis, aux, backend, caches)
     # the native stages update a state of numpy arrays in place
@@ -219,16 +216,16 @@ def solve_trajectory(
         last = target_step == rec_steps[-1]
         # measured beside the next segment's stages (coeffs[-1] is a copy no stage writes) and
         # checked at the next record time, or at the end
-        lips.append((lipschitz(coeffs[-1]) if request.base or last or not lips else None, done))
+        lips.append(lipschitz(coeffs[-1]) if request.base or last or not lips else None)
         if done in mem_steps:
             memory[done] = dict(x=paths.next_x(), s=np.array(state.S))
-        if len(lips) > 1 and lips[-2][0] is not None:
-            lips[-2] = (check_lipschitz(*lips[-2]), lips[-2][1])
+        if len(lips) > 1:
+            check_lipschitz(len(lips) - 2)
         if request.progress is not None:
             request.progress(done, numerics.n_steps)
-    if lips and lips[-1][0] is not None:
-        lips[-1] = (check_lipschitz(*lips[-1]), lips[-1][1])
-    lips = [np.nan if L is None else L for L, _ in lips]
+    if lips:
+        check_lipschitz(len(lips) - 1)
+    lips = [np.nan if L is None else L for L in lips]
     loss = np.concatenate(losses) if losses else np.zeros(0)
 
     def evaluate(z: Any, i: int) -> np.ndarray:

@@ -105,10 +105,14 @@ def lipschitz_constant(
     return sup(None)
 
 
-def check_contraction(lipschitz: float, *, force: bool = False) -> None:
-    """Raise :class:`ContractionError` when ``L ≥ 1`` unless ``force``."""
+def check_contraction(lipschitz: float, *, force: bool = False, where: str = "") -> None:
+    """Raise :class:`ContractionError` when ``L ≥ 1`` unless ``force`` (``where``, e.g.
+    ``"at t = 0.3"``, is added to the message)."""
     if lipschitz >= 1.0 and not force:
-        raise ContractionError(lipschitz)
+        err = ContractionError(lipschitz)
+        if where:
+            err.args = (f"{err.args[0]} ({where})",)
+        raise err
 
 
 def memory_fixed_point(
