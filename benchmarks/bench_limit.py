@@ -33,9 +33,6 @@ estimate against training the N = 5·10⁴ network to the same T in the same run
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -46,7 +43,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from limit_highdim import highdim_case, tanh_case  # noqa: E402
-from limitbench import loglog_slope, max_rms  # noqa: E402
+from limitbench import loglog_slope, machine, max_rms, stamp  # noqa: E402
 
 from rnnlimit import native  # noqa: E402
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream  # noqa: E402
@@ -161,12 +158,9 @@ def truncated_section(args: argparse.Namespace) -> None:
 
 
 def write_results(rows, slope, se, lim, limit_time, train_time, N_ref, gram, ratio) -> None:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [
-        f"\n## bench_limit — {now}\n",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"jax {jax.__version__} ({jax.default_backend()}), load average {load}. "
+        f"\n## bench_limit — {stamp()}\n",
+        f"Machine: {machine()}. "
         "docs/model.md §5 setting (AR(1) noise 1.0), 9×9 grid of z, 31 record times.\n",
         "| N | seed | max-over-t RMS to limit | loss start | loss end | train wall s |",
         "|---|---|---|---|---|---|",
@@ -239,14 +233,11 @@ def rtrl_section(args: argparse.Namespace) -> None:
 
 
 def write_rtrl_results(rows, slopes, lim, gap, limit_time, train_time, N_ref, ratio, args) -> None:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     command = "benchmarks/bench_limit.py --section rtrl" + (" --quick" if args.quick else "")
     lines = [
-        f"\n## bench_limit, RTRL section — {now}\n",
-        f"Command: `{command}`. Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()}), load average "
-        f"{load}. docs/model.md §5 setting with RTRL training, 9×9 grid of z, 31 record times.\n",
+        f"\n## bench_limit, RTRL section — {stamp()}\n",
+        f"Command: `{command}`. Machine: {machine()}. docs/model.md §5 setting with RTRL "
+        "training, 9×9 grid of z, 31 record times.\n",
         "| N | seed | to RTRL limit | to truncated limit | loss start | loss end | train wall s |",
         "|---|---|---|---|---|---|---|",
         *[

@@ -6,9 +6,6 @@ kernels without a closed form): ``--section d4`` (:func:`highdim_case`) and ``--
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from limitbench import max_rms
+from limitbench import machine, max_rms, stamp
 
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream
 from rnnlimit.kernels import KernelSpec, ntk, time_gram
@@ -162,12 +159,9 @@ def tanh_case(args: argparse.Namespace) -> None:
 
 def _append(title: str, lines: list[str]) -> None:
     """Append a dated section to RESULTS.md with the machine line."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     head = [
-        f"\n## {title} — {now}\n",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"jax {jax.__version__} ({jax.default_backend()}), load average {load}. Command: "
+        f"\n## {title} — {stamp()}\n",
+        f"Machine: {machine()}. Command: "
         f"`python benchmarks/bench_limit.py {' '.join(sys.argv[1:])}`.\n",
     ]
     with RESULTS.open("a") as fh:

@@ -1,9 +1,29 @@
 """Measurements shared by the sections of ``bench_limit.py``: the distance of a trained network
-to a limit, and the fitted rate of such distances in N."""
+to a limit, the fitted rate of such distances in N, and the date and machine line of a
+RESULTS.md section."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+
+import jax
 import numpy as np
+
+
+def stamp() -> str:
+    """The time of a RESULTS.md section, ``YYYY-MM-DD HH:MM UTC``."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def machine() -> str:
+    """Processor, cores, jax version and backend, and the load average, for a RESULTS.md line."""
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"jax {jax.__version__} ({jax.default_backend()}), load average {load}"
+    )
 
 
 def max_rms(rec, lim) -> float:
