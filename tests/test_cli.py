@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import rnnlimit
-from rnnlimit import cli, compare
+from rnnlimit import cli, compare, studylimits
 from rnnlimit.config import ExperimentConfig, load_config, validate_config
 from rnnlimit.errors import ContractionError, DivergenceError
 
@@ -262,7 +262,7 @@ def test_a_limit_that_diverges_writes_a_report_and_ends_with_one_line(
         err.args = (msg,)
         raise err
 
-    monkeypatch.setattr(compare, "run_limit", raising)
+    monkeypatch.setattr(studylimits, "run_limit", raising)
     out = tmp_path / "run"
     result = _invoke("converge", str(tiny), "--executor", "inline", "--out", str(out))
     _last_line_error(result, msg, "the report says what diverged")

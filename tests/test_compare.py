@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 
 from rnnlimit.compare import (
-    eval_grid,
     fit_rate,
-    l2_times,
-    record_times,
-    run_limit,
     study_task,
     task_errors,
     train_task,
@@ -19,6 +15,7 @@ from rnnlimit.compare import (
 )
 from rnnlimit.config import validate_config
 from rnnlimit.errors import ParameterError
+from rnnlimit.studylimits import eval_grid, l2_times, record_times, run_limit
 
 
 def tiny(**study):

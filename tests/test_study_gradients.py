@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import rnnlimit.config
-from rnnlimit.compare import eval_grid, l2_times, record_times, run_study
+from rnnlimit.compare import run_study
 from rnnlimit.config import validate_config
 from rnnlimit.limit import LimitProblem, limit_solver
 from rnnlimit.report import load_run, reading, write_report
+from rnnlimit.studylimits import eval_grid, l2_times, record_times
 from rnnlimit.sweep import load_npz
 
 STUDY = {
