@@ -47,7 +47,8 @@ from limitbench import loglog_slope, machine, max_rms, stamp  # noqa: E402
 
 from rnnlimit import native  # noqa: E402
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream  # noqa: E402
-from rnnlimit.kernels import KernelSpec, time_gram  # noqa: E402
+from rnnlimit.kernels import time_gram  # noqa: E402
+from rnnlimit.kernelspec import KernelSpec  # noqa: E402
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver  # noqa: E402
 from rnnlimit.network import NetworkSpec, init_params  # noqa: E402
 from rnnlimit.train import train  # noqa: E402

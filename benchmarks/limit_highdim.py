@@ -16,7 +16,8 @@ import numpy as np
 from limitbench import machine, max_rms, stamp
 
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream
-from rnnlimit.kernels import KernelSpec, ntk, time_gram
+from rnnlimit.kernels import ntk, time_gram
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 from rnnlimit.network import NetworkSpec, init_params
 from rnnlimit.train import train

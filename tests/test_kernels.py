@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from rnnlimit.errors import ParameterError
-from rnnlimit.kernels import (
-    KernelSpec,
-    diag,
-    gram,
-    monte_carlo,
-    ntk,
-    tile_shape,
-    time_gram,
-)
+from rnnlimit.kernelmc import monte_carlo
+from rnnlimit.kernels import diag, gram, ntk, tile_shape, time_gram
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.kerneltable import expectation_table, quadrature_nodes
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from rnnlimit.chains import AR1Chain, FilterTarget, FiniteChain, memoryless_target, stationary_law
 from rnnlimit.errors import ContractionError, ParameterError
-from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.kernels import ntk
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 
 P3 = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.2, 0.5]])

@@ -14,7 +14,8 @@ from rnnlimit.activations import psi
 from rnnlimit.bases import FeatureBasis, GridBasis
 from rnnlimit.chains import AR1Chain, FilterTarget, FiniteChain
 from rnnlimit.drift import initial_state, rtrl_drift
-from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.kernels import ntk
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 from rnnlimit.limitsteps import PathCursor
 

@@ -13,7 +13,7 @@ import pytest
 
 from rnnlimit.chains import AR1Chain, FilterTarget
 from rnnlimit.errors import ParameterError
-from rnnlimit.kernels import KernelSpec
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 from rnnlimit.limitmemory import GB, fit_budget, peak_bytes
 

@@ -8,7 +8,8 @@ import pytest
 from test_limit import ALPHA, P3, V3, _eval_grid, _f, closed_form
 
 from rnnlimit.chains import AR1Chain, FilterTarget, FiniteChain, memoryless_target
-from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.kernels import ntk
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 from rnnlimit.nystrom import NystromBasis, inducing_points
 

@@ -16,7 +16,7 @@ from rnnlimit.chains import (
     sample_stream,
 )
 from rnnlimit.errors import ParameterError, RecordingError
-from rnnlimit.kernels import KernelSpec
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem, limit_solver
 from rnnlimit.particles import advance_particles, init_particles
 from rnnlimit.recorded import (

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlimit.activations import activation
-from rnnlimit.kernels import KernelSpec, gram, ntk
+from rnnlimit.kernels import gram, ntk
+from rnnlimit.kernelspec import KernelSpec
 
 Array = jax.Array
 H0 = Callable[[Array], Array]  # z (n, d+m) -> (n, m), jax-traceable

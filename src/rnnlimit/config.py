@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from rnnlimit import recording_io
 from rnnlimit.configexamples import example_config_toml  # re-exported
 from rnnlimit.errors import ParameterError
-from rnnlimit.kernels import KernelSpec
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limit import LimitNumerics, LimitProblem
 from rnnlimit.network import NetworkSpec
 from rnnlimit.streamconfig import (  # re-exported, but _Section: the base of every section

@@ -15,7 +15,10 @@ closed forms (erf: Williams 1997; relu: Cho & Saul 2009 arc-cosine kernels of de
 2-D Gaussian quadrature for any σ (trapezoid or Gauss–Hermite product rule on the Cholesky
 factor of the 2×2 covariance), a table of that quadrature interpolated by a tensor Chebyshev
 series (:mod:`rnnlimit.kerneltable`: any smooth σ, ~1e-10, at a few times the cost of a closed
-form), and a Monte Carlo estimate with standard errors.
+form), and a Monte Carlo estimate with standard errors (:mod:`rnnlimit.kernelmc`). The
+parameters of ``A`` are a :class:`~rnnlimit.kernelspec.KernelSpec`; here ``A`` is evaluated
+(:func:`ntk`, :func:`diag`) and its Gram matrices built tile by tile within a memory bound
+(:func:`gram`, :func:`time_gram`).
 """
 
 from __future__ import annotations
@@ -24,88 +27,23 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit.activations import ACTIVATIONS
-from rnnlimit.activations import activation as activation_pair
-from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
+from rnnlimit.errors import ParameterError, check_choice, check_int
+from rnnlimit.kernelmc import monte_carlo as monte_carlo  # re-exported (docs/concepts.md)
+from rnnlimit.kernelspec import PARTS, Array, Part, common_dtype, points, prior_variances
+from rnnlimit.kernelspec import KernelSpec as KernelSpec  # re-exported (README, docs)
 from rnnlimit.kerneltable import (
     expectation_table,
     quadrature_expectations,
     table_expectations,
 )
 
-Array = jax.Array
-Part = Literal["both", "nngp", "grad"]
-PARTS: tuple[str, ...] = ("both", "nngp", "grad")
-METHODS: tuple[str, ...] = ("closed", "table", "quadrature", "auto")
-CLOSED_FORM_ACTIVATIONS: tuple[str, ...] = ("erf", "relu")
-QUADRATURE_RULES: tuple[str, ...] = ("trapezoid", "gauss_hermite")
 DEFAULT_MAX_MEMORY_BYTES = 256 * 2**20
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """Parameters of ``A``: activation σ, prior scales ``σ_w, σ_b, σ_u``, dimensions ``d, m``.
-
-    ``method`` is ``"closed"`` (erf, relu only), ``"quadrature"`` (any σ: a 2-D product rule,
-    ``quadrature_order ≤ 360`` nodes per axis, ``quadrature_rule`` "trapezoid" or
-    "gauss_hermite"), ``"table"`` (any smooth σ: the quadrature tabulated once over
-    :attr:`a_range` and interpolated, error ≤ 1e-10 in float64; see :mod:`rnnlimit.kerneltable`)
-    or ``"auto"`` (closed form when one exists, else the table; see :attr:`method_used`).
-    ``sigma_b = 0`` is allowed: it switches the memory off. The default (trapezoid, 128 nodes) is
-    accurate to ~1e-14 for erf/tanh with ``Σ(z, z) ≤ 3`` and ~1e-10 at ``Σ = 5.5``; relu's kinks
-    make any such rule converge only algebraically (~1e-3), so relu should use the closed form.
-    """
-
-    activation: str = "erf"
-    sigma_w: float = 1.0
-    sigma_b: float = 1.0
-    sigma_u: float = 1.0
-    d: int = 1
-    m: int = 1
-    method: str = "auto"
-    quadrature_order: int = 128
-    quadrature_rule: str = "trapezoid"
-
-    def __post_init__(self) -> None:
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_range("sigma_w", self.sigma_w, 0.0, low_open=True)
-        check_range("sigma_b", self.sigma_b, 0.0)
-        check_range("sigma_u", self.sigma_u, 0.0, low_open=True)
-        check_int("d", self.d, 1)
-        check_int("m", self.m, 1)
-        check_choice("method", self.method, METHODS)
-        check_int("quadrature_order", self.quadrature_order, 2, 360)
-        check_choice("quadrature_rule", self.quadrature_rule, QUADRATURE_RULES)
-        if self.method == "closed" and self.activation not in CLOSED_FORM_ACTIVATIONS:
-            raise ParameterError(
-                "method",
-                f"no closed form for activation {self.activation!r} (closed forms exist for "
-                f"{', '.join(CLOSED_FORM_ACTIVATIONS)}); use 'quadrature' or 'auto'",
-            )
-
-    @property
-    def method_used(self) -> str:
-        """``"closed"``, ``"table"`` or ``"quadrature"``: what ``method`` resolves to for this
-        activation (a table that does not converge falls back to quadrature in :class:`KernelFn`,
-        whose ``method_used`` is authoritative)."""
-        if self.method == "auto":
-            closed = self.activation in CLOSED_FORM_ACTIVATIONS
-            return "closed" if closed else "table"
-        return self.method
-
-    @property
-    def a_range(self) -> tuple[float, float]:
-        """``(min, max)`` of ``√Σ(z, z)`` over ``z ∈ [-1, 1]^{d+m}``: ``σ_u`` and
-        ``√(σ_w² d + σ_b² m + σ_u²)``, the range a kernel table covers."""
-        top = self.sigma_w**2 * self.d + self.sigma_b**2 * self.m + self.sigma_u**2
-        return self.sigma_u, math.sqrt(top)
 
 
 # --- the two Gaussian expectations, elementwise in (Σ11, Σ22, Σ12) -----------------------------
@@ -132,13 +70,6 @@ def _relu_expectations(s11: Array, s22: Array, s12: Array) -> tuple[Array, Array
 
 
 # --- assembling A from the covariances ---------------------------------------------------------
-
-
-def _prior_variances(spec: KernelSpec, dtype: jnp.dtype) -> Array:
-    """Diagonal of the prior covariance of ``(w, b)``: ``(σ_w² 1_d, σ_b² 1_m)``."""
-    return jnp.concatenate(
-        [jnp.full((spec.d,), spec.sigma_w**2, dtype), jnp.full((spec.m,), spec.sigma_b**2, dtype)]
-    )
 
 
 def _assemble(
@@ -171,7 +102,7 @@ def _assemble(
 
 def _pair_kernel(spec: KernelSpec, method: str, part: str, z1: Array, z2: Array) -> Array:
     """Scalar kernel ``A(z1_i, z2_j)``, shape ``(n1, n2)``; inputs already validated."""
-    v = _prior_variances(spec, z1.dtype)
+    v = prior_variances(spec, z1.dtype)
     s11 = (z1 * z1) @ v + spec.sigma_u**2
     s22 = (z2 * z2) @ v + spec.sigma_u**2
     s12 = jnp.matmul(z1 * v, z2.T, precision=_HIGHEST) + spec.sigma_u**2
@@ -181,7 +112,7 @@ def _pair_kernel(spec: KernelSpec, method: str, part: str, z1: Array, z2: Array)
 
 def _diag_kernel(spec: KernelSpec, method: str, part: str, z: Array) -> Array:
     """``A(z_i, z_i)``, shape ``(n,)``."""
-    s = (z * z) @ _prior_variances(spec, z.dtype) + spec.sigma_u**2
+    s = (z * z) @ prior_variances(spec, z.dtype) + spec.sigma_u**2
     return _assemble(spec, method, part, s, s, s, jnp.sum(z * z, axis=-1) + 1.0)
 
 
@@ -209,25 +140,6 @@ def _in_table_range(spec: KernelSpec, z: Array) -> bool:
 
 
 # --- public API --------------------------------------------------------------------------------
-
-
-def _points(name: str, z: object, spec: KernelSpec) -> tuple[Array, bool]:
-    """Validate a point set ``z`` of shape ``(n, d+m)`` or ``(d+m,)``; return it 2-D."""
-    arr = jnp.asarray(z)
-    if arr.ndim not in (1, 2) or arr.shape[-1] != spec.d + spec.m:
-        raise ParameterError(
-            name,
-            f"must have shape (n, d + m) = (n, {spec.d + spec.m}) or ({spec.d + spec.m},), "
-            f"got {tuple(arr.shape)}",
-        )
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    return jnp.atleast_2d(arr), arr.ndim == 1
-
-
-def _common_dtype(z1: Array, z2: Array) -> tuple[Array, Array]:
-    dtype = jnp.result_type(z1.dtype, z2.dtype)
-    return z1.astype(dtype), z2.astype(dtype)
 
 
 class KernelFn:
@@ -267,16 +179,16 @@ class KernelFn:
 
     def __call__(self, z1: Array, z2: Array | None = None, part: Part = "both") -> Array:
         check_choice("part", part, PARTS)
-        a, single1 = _points("z1", z1, self.spec)
-        b, single2 = _points("z2", z1 if z2 is None else z2, self.spec)
-        out = self.pair(part, *_common_dtype(a, b))
+        a, single1 = points("z1", z1, self.spec)
+        b, single2 = points("z2", z1 if z2 is None else z2, self.spec)
+        out = self.pair(part, *common_dtype(a, b))
         out = out[:, 0] if single2 else out
         return out[0] if single1 else out
 
     def diag(self, z: Array, part: Part = "both") -> Array:
         """``A(z_i, z_i)``, shape ``(n,)``: the diagonal of the Gram without forming it."""
         check_choice("part", part, PARTS)
-        arr, single = _points("z", z, self.spec)
+        arr, single = points("z", z, self.spec)
         table_ok = self.method_used != "table" or _in_table_range(self.spec, arr)
         out = (self._diag if table_ok else self._diag_out)(part, arr)
         return out[0] if single else out
@@ -333,9 +245,9 @@ def gram(
     check_choice("part", part, PARTS)
     check_int("max_memory_bytes", max_memory_bytes, 1)
     kernel_fn = ntk(spec)
-    a, _ = _points("z1", z1, spec)
-    b, _ = _points("z2", z1 if z2 is None else z2, spec)
-    a, b = _common_dtype(a, b)
+    a, _ = points("z1", z1, spec)
+    b, _ = points("z2", z1 if z2 is None else z2, spec)
+    a, b = common_dtype(a, b)
     n1, n2 = a.shape[0], b.shape[0]
     t1, t2 = tile_shape(spec, n1, n2, a.dtype.itemsize, max_memory_bytes)
     # closed forms and the (symmetrised) table are symmetric up to rounding; a quadrature
@@ -356,59 +268,6 @@ def gram(
             tile = np.asarray(kernel_fn.pair(part, a[i : i + t1], b[j : j + t2]))
             out[rows, cols] = tile[: rows.stop - i, : cols.stop - j]
     return out
-
-
-def monte_carlo(
-    spec: KernelSpec,
-    z1: Array,
-    z2: Array | None,
-    key: Array,
-    n_samples: int,
-    *,
-    part: Part = "both",
-) -> tuple[Array, Array]:
-    """Monte Carlo estimate of ``A(z1_i, z2_j)`` and its standard error, both ``(n1, n2)``.
-
-    Draws ``ω^k = (w, b, u) ~ N(0, diag(σ_w² I_d, σ_b² I_m, σ_u²))``, ``k = 1..n_samples``, and
-    averages ``σ(ω·ẑ)σ(ω·ẑ') + σ'(ω·ẑ)σ'(ω·ẑ')(ẑ·ẑ')``. ``c`` enters ``A`` only through
-    ``E[c cᵀ] = I``, which is used exactly rather than sampled. Memory O(n_samples·(n1+n2)).
-    """
-    check_choice("part", part, PARTS)
-    check_int("n_samples", n_samples, 2)
-    a, _ = _points("z1", z1, spec)
-    b, _ = _points("z2", z1 if z2 is None else z2, spec)
-    a, b = _common_dtype(a, b)
-    xi = _standard_normals(key, n_samples, spec.d + spec.m + 1, a.dtype)
-    means, stderrs = _monte_carlo(spec, a, b, xi)
-    return means[PARTS.index(part)], stderrs[PARTS.index(part)]
-
-
-@partial(jax.jit, static_argnums=(1, 2, 3))
-def _standard_normals(key: Array, n: int, dim: int, dtype: jnp.dtype) -> Array:
-    """``ξ ~ N(0, I)``, shape ``(n, dim)``; jitted apart from the spec: compiled once per shape."""
-    return jax.random.normal(key, (n, dim), dtype)
-
-
-@partial(jax.jit, static_argnums=0)
-def _monte_carlo(spec: KernelSpec, z1: Array, z2: Array, xi: Array) -> tuple[Array, Array]:
-    """All three parts at once (one compilation), stacked in the order of ``PARTS``."""
-    n = xi.shape[0]
-    sigma, sigma_prime = activation_pair(spec.activation)
-    omega = jnp.sqrt(_prior_variances(spec, z1.dtype)) * xi[:, :-1]
-    u = spec.sigma_u * xi[:, -1]
-    pre1 = jnp.matmul(z1, omega.T, precision=_HIGHEST) + u
-    pre2 = jnp.matmul(z2, omega.T, precision=_HIGHEST) + u
-    avg = lambda p, q: jnp.matmul(p, q.T, precision=_HIGHEST) / n  # noqa: E731
-    f1, f2, p1, p2 = sigma(pre1), sigma(pre2), sigma_prime(pre1), sigma_prime(pre2)
-    zdot = jnp.matmul(z1, z2.T, precision=_HIGHEST) + 1.0
-    # mean and second moment of the per-sample value, each a sum of feature products
-    nngp, nngp2 = avg(f1, f2), avg(f1 * f1, f2 * f2)
-    grad, grad2 = avg(p1, p2) * zdot, avg(p1 * p1, p2 * p2) * zdot**2
-    cross = avg(f1 * p1, f2 * p2) * zdot
-    mean = jnp.stack([nngp + grad, nngp, grad])
-    second = jnp.stack([nngp2 + 2.0 * cross + grad2, nngp2, grad2])
-    variance = jnp.maximum(second - mean * mean, 0.0) * (n / (n - 1))
-    return mean, jnp.sqrt(variance / n)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ from rnnlimit.bases import Basis, make_basis
 from rnnlimit.chains import Chain, Target
 from rnnlimit.drift import trace_bytes
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
-from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.kernels import ntk
+from rnnlimit.kernelspec import KernelSpec
 from rnnlimit.limitmemory import fit_budget
 from rnnlimit.limitsolve import Request, SolveCaches, solve_trajectory
 from rnnlimit.limitsteps import shared_stores, solve_cost

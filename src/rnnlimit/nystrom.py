@@ -41,7 +41,8 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import qmc
 
 from rnnlimit.bases import H0, memory_slope
-from rnnlimit.kernels import KernelSpec, ntk
+from rnnlimit.kernels import ntk
+from rnnlimit.kernelspec import KernelSpec
 
 Array = jax.Array
 #: Ridge ``λ`` relative to the mean diagonal of ``A_CC``: float64, float32 (where an inverse
