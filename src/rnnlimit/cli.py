@@ -1,39 +1,33 @@
-"""The ``rnnlimit`` command line: the only module of the package that prints.
+"""The ``rnnlimit`` command line (the typer app ``rnnlimit.cli:app``) and its commands.
 
 Every command that computes writes one run directory (docs/results-format.md) and then its
 report; ``report`` re-draws a report from an existing run directory. Any
 :class:`rnnlimit.errors.RnnlimitError`, and any config parse/validation error, ends the command
 with one line ``error: <message>`` on stderr and exit code 2; what was already written stays.
 A run in which anything diverged (the limit, or a finite network) writes its report, which says
-what diverged, and then ends the same way: one line naming the cause, exit code 2.
+what diverged, and then ends the same way: one line naming the cause, exit code 2. What the
+commands print (errors, progress, the reading of a report) is :mod:`rnnlimit.clioutput`; with
+it, this is the only module of the package that prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import re
-import tomllib
-from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import pydantic
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from rnnlimit.errors import ContractionError, DivergenceError, ParameterError, RnnlimitError
+from rnnlimit.clioutput import (
+    divergence_reported,
+    errors_as_one_line,
+    fail,
+    out,
+    progress_bars,
+    report_run,
+)
 
 app = typer.Typer(
     name="rnnlimit",
@@ -49,8 +43,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: paragraphs re-wrapped, [default: ...] kept
 )
-out = Console()
-err = Console(stderr=True)
 
 ConfigArg = Annotated[
     Path,
@@ -98,95 +90,6 @@ def _workers(workers: int | None, cfg: Any) -> int:
     return workers or max(1, min(os.cpu_count() or 1, n_tasks))
 
 
-def _fail(message: str) -> None:
-    """Print ``error: <message>`` as one line on stderr and exit with code 2."""
-    one_line = " ".join(str(message).split())
-    err.print(f"error: {one_line}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _pydantic_message(exc: pydantic.ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "config"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first.get('msg', 'invalid value')}{more}"
-
-
-@contextlib.contextmanager
-def _errors_as_one_line(run_dir: Path | None = None) -> Iterator[None]:
-    """Turn the errors a user can cause into ``error: ...`` + exit 2 (never a traceback).
-
-    A failure past the input checks (or Ctrl-C) names ``run_dir``, which keeps what was computed.
-    """
-    kept = "" if run_dir is None else f" (what was computed is kept in {run_dir}; --resume)"
-    try:
-        yield
-    except ParameterError as exc:
-        _fail(str(exc))
-    except ContractionError as exc:  # the library's "force=True" is no config key: say what is
-        when = re.search(r"\(at t = [^)]*\)", str(exc))
-        remedy = (
-            "lower training.alpha, or network.sigma_b (how strongly the memory feeds back)"
-            if when
-            else "this is the initial function h_0, before any training: lower network.sigma_b "
-            "(how strongly the memory feeds back) or set network.antisymmetric = true"
-        )
-        _fail(
-            "the limit's memory map s -> psi(h_t(x, s)) is not a contraction (Lipschitz constant "
-            f"{exc.lipschitz:.4g} >= 1{' ' + when[0][1:-1] if when else ' at t = 0'}), so the "
-            f"memory law pi_t is not well posed: {remedy}{kept}"
-        )
-    except RnnlimitError as exc:
-        _fail(f"{exc}{kept}")
-    except pydantic.ValidationError as exc:
-        _fail(_pydantic_message(exc))
-    except tomllib.TOMLDecodeError as exc:
-        _fail(f"config is not valid TOML: {exc}")
-    except FileNotFoundError as exc:
-        _fail(f"file not found: {exc.filename or exc}")
-    except IsADirectoryError as exc:
-        _fail(f"expected a file, got a directory: {exc.filename or exc}")
-    except KeyboardInterrupt:
-        _fail(f"interrupted{kept}")
-
-
-STAGES = {
-    "limit": "limit h_t (Δt steps)",
-    "other_limit": "other gradient's limit",
-    "tasks": "networks (N, seed)",
-    "train": "training steps",
-}
-
-
-@contextlib.contextmanager
-def _progress(cfg: Any) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display with one bar per stage, fed by ``progress(stage, done, total)``."""
-    bars = Progress(
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    )
-    ids: dict[str, TaskID] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if stage not in ids:
-            ids[stage] = bars.add_task(STAGES.get(stage, stage), total=max(total, 1))
-        bars.update(ids[stage], completed=done, total=max(total, 1))
-        if stage == "limit" and done >= total and cfg.limit.estimate_error:
-            bars.console.print(
-                "estimating the limit's own error: re-solving with Δt/2, 2M, a finer basis "
-                "and twice the chain steps",
-                markup=False,
-                highlight=False,
-            )
-
-    with bars:
-        yield update
-
-
 def _run_dir(out_dir: Path | None, command: str) -> Path:
     if out_dir is not None:
         return out_dir
@@ -208,52 +111,6 @@ def _set_precision(cfg: Any) -> None:
 
     if cfg.training.dtype == "float64":
         rnnlimit.enable_float64()
-
-
-def diverged_cause(results: dict[str, Any]) -> str | None:
-    """One sentence naming what diverged in a run (``results.json``), or ``None``."""
-    parts = []
-    for key in ("limit", "other_limit"):
-        d = (results.get(key) or {}).get("diverged")
-        if d:
-            parts.append(d.get("message") or f"the {key} diverged")
-    tasks = results.get("tasks") or []
-    bad = [t for t in tasks if t.get("diverged_at") is not None]
-    if bad:
-        named = ", ".join(f"N = {t['N']} seed {t['seed']} at step {t['diverged_at']}" for t in bad)
-        what = bad[0].get("diverged_what") or "diverged"
-        parts.append(
-            f"{len(bad)} of {len(tasks)} networks diverged ({named}; first: {what}) and are "
-            "left out of the errors and the rate; lower training.alpha "
-            f"({(results.get('config') or {}).get('training', {}).get('alpha')})"
-        )
-    return "; ".join(parts) or None
-
-
-def _report(run_dir: Path) -> None:
-    """Write the report of ``run_dir`` and print its reading of the numbers; if anything in the
-    run diverged, end instead with one line naming it (exit code 2)."""
-    from rnnlimit.report import load_run, reading, recorded_reading, write_report
-
-    paths = write_report(run_dir)
-    run = load_run(run_dir)
-    if cause := diverged_cause(run.results):
-        _fail(f"{cause}; the report says what diverged: {paths['report_html']}")
-    for line in reading(run) + recorded_reading(run_dir):
-        out.print(f"  • {line}", markup=False, highlight=False)
-    out.print(f"report: {paths['report_html']}  (and {paths['report_md'].name})", markup=False)
-
-
-@contextlib.contextmanager
-def _divergence_reported(run_dir: Path) -> Iterator[None]:
-    """A limit that diverged stops the study (:class:`DivergenceError`) after ``results.json``
-    says so: write the report of what there is, then one line naming the cause."""
-    try:
-        yield
-    except DivergenceError as exc:
-        if (run_dir / "results.json").is_file():
-            _report(run_dir)  # ends with the one-line cause
-        _fail(str(exc))
 
 
 @app.command()
@@ -284,13 +141,13 @@ def demo(
     from rnnlimit.config import demo_config, recorded_demo_config
 
     run_dir = _run_dir(out_dir, "demo")
-    with _errors_as_one_line(run_dir):
+    with errors_as_one_line(run_dir):
         cfg = demo_config(quick) if data is None else recorded_demo_config(data, quick)
         _set_precision(cfg)
         out.print(f"demo study -> {run_dir}", markup=False)
-        with _divergence_reported(run_dir), _progress(cfg) as progress:
+        with divergence_reported(run_dir), progress_bars(cfg) as progress:
             run_study(cfg, run_dir, workers=_workers(None, cfg), progress=progress)
-        _report(run_dir)
+        report_run(run_dir)
 
 
 @app.command()
@@ -311,9 +168,9 @@ def train(
     from rnnlimit.compare import write_train_run
 
     run_dir = _run_dir(out_dir, "train")
-    with _errors_as_one_line(run_dir):
+    with errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _progress(cfg) as progress:
+        with progress_bars(cfg) as progress:
             write_train_run(
                 cfg,
                 run_dir,
@@ -323,7 +180,7 @@ def train(
                 resume=resume,
                 workers=_workers(workers, cfg),
             )
-        _report(run_dir)
+        report_run(run_dir)
 
 
 @app.command()
@@ -338,11 +195,11 @@ def limit(config: ConfigArg, out_dir: OutOpt = None) -> None:
     from rnnlimit.compare import write_limit_run
 
     run_dir = _run_dir(out_dir, "limit")
-    with _errors_as_one_line(run_dir):
+    with errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _divergence_reported(run_dir), _progress(cfg) as progress:
+        with divergence_reported(run_dir), progress_bars(cfg) as progress:
             write_limit_run(cfg, run_dir, progress=progress)
-        _report(run_dir)
+        report_run(run_dir)
 
 
 @app.command()
@@ -367,9 +224,9 @@ def converge(
     from rnnlimit.compare import run_study
 
     run_dir = _run_dir(out_dir, "converge")
-    with _errors_as_one_line(run_dir):
+    with errors_as_one_line(run_dir):
         cfg = _load(config)
-        with _divergence_reported(run_dir), _progress(cfg) as progress:
+        with divergence_reported(run_dir), progress_bars(cfg) as progress:
             run_study(
                 cfg,
                 run_dir,
@@ -379,7 +236,7 @@ def converge(
                 workers=_workers(workers, cfg),
                 progress=progress,
             )
-        _report(run_dir)
+        report_run(run_dir)
 
 
 @app.command()
@@ -394,8 +251,8 @@ def report(
     memory law, kernel slice — whichever the run holds data for), report.md and report.html
     (self-contained), and prints the reading of the numbers.
     """
-    with _errors_as_one_line():
-        _report(run_dir)
+    with errors_as_one_line():
+        report_run(run_dir)
 
 
 @app.command("config")
@@ -417,13 +274,13 @@ def config_cmd(
     """
     from rnnlimit.config import config_to_toml, example_config_toml, load_config
 
-    with _errors_as_one_line():
+    with errors_as_one_line():
         if example:
             typer.echo(example_config_toml(), nl=False)
         elif config is not None:
             typer.echo(config_to_toml(load_config(config)), nl=False)
         else:
-            _fail("pass --example to print the example config, or a CONFIG file to check")
+            fail("pass --example to print the example config, or a CONFIG file to check")
 
 
 def main() -> None:
