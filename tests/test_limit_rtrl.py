@@ -229,19 +229,19 @@ def test_native_rtrl_history_ring_overflow_spills_into_the_dense_trace(m, clip, 
     """With a ring of 2 deposits and 3 chain steps per stage, every stage spills deposits into
     the dense trace E (limit_pic.c's exact fallback); h must still equal the JAX stages (1e-12),
     which keep the dense trace throughout."""
-    from rnnlimit import native
+    from rnnlimit import native, nativecalls
 
     if not native.available():
         pytest.skip(f"native kernel unavailable: {native.unavailable_reason()}")
-    monkeypatch.setattr(native, "RING_CAP", 2)
-    metas, run = [], native.pic_run
+    monkeypatch.setattr(nativecalls, "RING_CAP", 2)
+    metas, run = [], nativecalls.pic_run
 
     def spy(*args, **kw):
         out = run(*args, **kw)
         metas.append(kw["ring_meta"].copy())
         return out
 
-    monkeypatch.setattr(native, "pic_run", spy)
+    monkeypatch.setattr(nativecalls, "pic_run", spy)
     problem = _memory_problem(1, m, clip)
     numerics = LimitNumerics(T=0.6, dt=0.1, M=64, chain_steps=3, grid=7, burn_in=5)
     z = np.random.default_rng(1).uniform(-1, 1, (10, 1 + m))

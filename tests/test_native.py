@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import erf as sp_erf
 
-from rnnlimit import native
+from rnnlimit import native, nativecalls, nativelib
 from rnnlimit.chains import AR1Chain, FilterTarget, sample_stream
 from rnnlimit.errors import DivergenceError, ParameterError
 from rnnlimit.network import NetworkSpec, init_params
@@ -22,7 +22,7 @@ from rnnlimit.train import train
 def test_native_extension_built_where_a_compiler_exists():
     """`make test` must not pass with the native tests silently skipped: where a C compiler is on
     PATH (so `pip install` builds the extension) and RNNLIMIT_NATIVE is not 0, it must load."""
-    if native._disabled():
+    if nativelib.disabled():
         pytest.skip("RNNLIMIT_NATIVE=0: the native kernels are disabled on purpose")
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
@@ -153,7 +153,7 @@ def test_native_erf_and_exp_match_scipy():
             [0.0, -0.0, 0.999999999, 1.0, 1.000000001, 8.0, 26.0, 27.0, 1e300],
         ]
     )
-    h, hp = native.activation("erf", a)
+    h, hp = nativecalls.activation("erf", a)
     np.testing.assert_allclose(h, sp_erf(a), rtol=2e-16 * 4, atol=0)
     np.testing.assert_array_equal(np.signbit(h[a == 0]), np.signbit(a[a == 0]))
     with np.errstate(over="ignore"):
@@ -162,15 +162,15 @@ def test_native_erf_and_exp_match_scipy():
     x = np.concatenate(
         [np.linspace(-745.0, 709.7, 400_001), np.geomspace(1e-300, 700, 10_001), [0.0, -0.0]]
     )
-    np.testing.assert_allclose(native.exp(x), np.exp(x), rtol=5e-16, atol=1e-320)  # ~2 ulp
-    ex = native.exp(np.array([-800.0, 710.0, np.inf, -np.inf, np.nan]))
+    np.testing.assert_allclose(nativecalls.exp(x), np.exp(x), rtol=5e-16, atol=1e-320)  # ~2 ulp
+    ex = nativecalls.exp(np.array([-800.0, 710.0, np.inf, -np.inf, np.nan]))
     assert ex[0] == 0 and ex[1] == np.inf and ex[2] == np.inf and ex[3] == 0
     assert np.isnan(ex[4])
-    t, tp = native.activation("tanh", a)
+    t, tp = nativecalls.activation("tanh", a)
     np.testing.assert_allclose(t, np.tanh(a), rtol=4e-16, atol=0)
     np.testing.assert_allclose(tp, 1 - np.tanh(a) ** 2, rtol=1e-15, atol=5e-16)
     for name in ("erf", "tanh", "relu"):
-        h, _ = native.activation(name, np.array([np.nan]))
+        h, _ = nativecalls.activation(name, np.array([np.nan]))
         assert np.isnan(h[0]), name
 
 
@@ -237,11 +237,12 @@ def test_decide_applies_one_set_of_rules_to_every_kernel(monkeypatch):
     assert native.decide("train", dtype=f64, d=1, m=1, activation="erf", **cpu) == (True, "")
     assert native.decide("limit", dtype=f64, d=1, m=2, **cpu) == (True, "")
     assert native.decide("seq", dtype=f32, d=5, m=1, activation="tanh", **cpu) == (True, "")
+    max_dm = nativelib.MAX_DM
     no = {
         "jax": native.decide("train", backend="jax", dtype=f64, d=1, m=1, **cpu),
         "float64": native.decide("train", dtype=f32, d=1, m=1, **cpu),
         "float32": native.decide("seq", dtype=f64, d=1, m=1, **cpu),
-        f"<= {native.MAX_DM}": native.decide("train", dtype=f64, d=native.MAX_DM + 1, m=1, **cpu),
+        f"<= {max_dm}": native.decide("train", dtype=f64, d=max_dm + 1, m=1, **cpu),
         "d + m <= 3": native.decide("limit", dtype=f64, d=2, m=2, **cpu),
         "grid basis": native.decide("limit", dtype=f64, d=1, m=1, grid=False, **cpu),
         "'sigmoid'": native.decide("seq", dtype=f32, d=1, m=1, activation="sigmoid", **cpu),
@@ -269,11 +270,11 @@ def test_library_with_other_size_limits_is_refused(monkeypatch):
     assert native.available()
     try:
         for name in ("MAX_DM", "PIC_MAX_M", "SEQ_LANES"):
-            monkeypatch.setattr(native, name, getattr(native, name) + 1)
-            native._load.cache_clear()
+            monkeypatch.setattr(nativelib, name, getattr(nativelib, name) + 1)
+            nativelib.load.cache_clear()
             assert not native.available()
             assert "size limits differ" in native.unavailable_reason(), name
             monkeypatch.undo()
     finally:
-        native._load.cache_clear()
+        nativelib.load.cache_clear()
     assert native.available()

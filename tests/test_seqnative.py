@@ -16,7 +16,7 @@ from scipy.special import erf
 
 jax.config.update("jax_enable_x64", True)
 
-from rnnlimit import native  # noqa: E402
+from rnnlimit import native, nativecalls  # noqa: E402
 from rnnlimit.errors import ParameterError  # noqa: E402
 from rnnlimit.seqfeatures import READOUTS, feature_panels, host_features, resolve_backend  # noqa: E402
 from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features, sequence_kernel  # noqa: E402
@@ -42,20 +42,20 @@ def _data(d: int, n: int = 23, length: int = 19):
 def test_activations_match_exact_values():
     a = np.linspace(-12.0, 12.0, 400_001).astype(np.float32)
     ad = a.astype(np.float64)
-    h, hp = native.seq_activation("erf", a)
+    h, hp = nativecalls.seq_activation("erf", a)
     assert np.abs(h - erf(ad)).max() < 2e-7
     exact_p = 2.0 / np.sqrt(np.pi) * np.exp(-ad * ad)
     assert np.abs(hp - exact_p).max() < 2e-7
     normal = exact_p > 1e-30  # past e^-87 the kernel's exp is clamped (absolute error < 2e-38)
     assert np.abs(hp[normal] / exact_p[normal] - 1.0).max() < 1e-5
-    h, hp = native.seq_activation("tanh", a)
+    h, hp = nativecalls.seq_activation("tanh", a)
     assert np.abs(h - np.tanh(ad)).max() < 2e-7
     assert np.abs(hp - (1.0 - np.tanh(ad) ** 2)).max() < 4e-7
-    h, hp = native.seq_activation("relu", a)
+    h, hp = nativecalls.seq_activation("relu", a)
     np.testing.assert_array_equal(h, np.maximum(a, 0.0))
     np.testing.assert_array_equal(hp, (a > 0).astype(np.float32))
     special = np.array([np.nan, np.inf, -np.inf], np.float32)
-    h, _ = native.seq_activation("erf", special)
+    h, _ = nativecalls.seq_activation("erf", special)
     assert np.isnan(h[0]) and h[1] == 1.0 and h[2] == -1.0
 
 

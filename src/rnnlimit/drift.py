@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit import native
+from rnnlimit import nativecalls
 from rnnlimit.activations import psi
 from rnnlimit.bases import Basis
 
@@ -41,7 +41,7 @@ class SolveState:
     trace coefficients ``e_{k−1}`` (``E_{k−1}(z) = Σ_j A_j(z) e_{k−1,j}``), and
     ``dpsi (M, m)``: ``ψ'(h_t(Z_{k−1}))``, the clip's slope at its last output. The native grid
     kernel holds ``e`` as its recent deposits, ``ring`` and ``ring_meta``
-    (:func:`rnnlimit.native.ring_shape`), and uses ``E`` only as their overflow.
+    (:func:`rnnlimit.nativecalls.ring_shape`), and uses ``E`` only as their overflow.
     """
 
     R: Any
@@ -63,7 +63,7 @@ def initial_state(
     E, dpsi = xp.zeros((M, basis.size, m, m), dtype), xp.zeros((M, m), dtype)
     if xp is jnp:
         return SolveState(R, S, E, dpsi)
-    shape = native.ring_shape(basis.kernel.d, m, M)
+    shape = nativecalls.ring_shape(basis.kernel.d, m, M)
     return SolveState(R, S, E, dpsi, np.zeros(shape), np.zeros((M, 3), np.int64))
 
 
@@ -72,7 +72,11 @@ def trace_bytes(gradient: str, basis: Basis, M: int, m: int, itemsize: int = 8) 
     the truncated drift)."""
     if gradient != "rtrl":
         return 0
-    ring = int(np.prod(native.ring_shape(basis.kernel.d, m, M))) * 8 if basis.kind == "grid" else 0
+    ring = (
+        int(np.prod(nativecalls.ring_shape(basis.kernel.d, m, M))) * 8
+        if basis.kind == "grid"
+        else 0
+    )
     return M * basis.size * m * m * itemsize + ring
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit import native
+from rnnlimit import native, nativecalls
 from rnnlimit.particles import Particles, init_particles, particle_paths
 
 Array = jax.Array
@@ -185,7 +185,7 @@ def native_segment(problem: Any, basis: Any, aux: Any, chain_steps: int, heun: b
         # the burn-in (dt None) is n_steps = 0 over all its chain steps
         n, chain_steps = (0, xs.shape[0]) if dt is None else (xs.shape[0] // per_step, cs)
         dt = 0.0 if dt is None else float(dt)
-        loss = native.pic_run(
+        loss = nativecalls.pic_run(
             K, h0, state.R, state.S, xs, ys, chain_steps=chain_steps, n_steps=n, dt=dt,
             E=state.E, dpsi=state.dpsi, ring=state.ring, ring_meta=state.ring_meta, **opts,
         )  # fmt: skip

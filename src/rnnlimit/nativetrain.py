@@ -1,20 +1,14 @@
 """The native trainer's state between intervals (``_native/fused_train.c`` via
-:mod:`rnnlimit.native`): parameter columns, RTRL sensitivities, memory and trace, for
+:mod:`rnnlimit.nativelib`): parameter columns, RTRL sensitivities, memory and trace, for
 :class:`rnnlimit.steps.NativeEngine`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from rnnlimit.native import (
-    ACTIVATIONS,
-    CLIPS,
-    GRADIENTS,
-    MAX_DM,
-    _c_array,
-    _lib,
-    resolve_threads,
-)
+from rnnlimit.native import resolve_threads
+from rnnlimit.nativecalls import c_array
+from rnnlimit.nativelib import ACTIVATIONS, CLIPS, GRADIENTS, MAX_DM, library
 
 
 class TrainRunner:
@@ -49,7 +43,7 @@ class TrainRunner:
         trace_stride: int = 0,
         threads: int = 0,
     ) -> None:
-        self._lib = _lib()
+        self._lib = library()
         N, m = np.shape(c)
         d = np.shape(w)[1]
         if max(d, m) > MAX_DM or activation not in ACTIVATIONS or gradient not in GRADIENTS:
@@ -69,8 +63,8 @@ class TrainRunner:
         self.xs = np.ascontiguousarray(xs, dtype=np.float64)
         self.ys = np.ascontiguousarray(ys, dtype=np.float64)
         self.K = self.xs.shape[0]
-        _c_array(self.xs, "xs", (self.K, d))
-        _c_array(self.ys, "ys", (self.K, m))
+        c_array(self.xs, "xs", (self.K, d))
+        c_array(self.ys, "ys", (self.K, m))
         self.act, self.clip = ACTIVATIONS[activation], CLIPS[clip]
         self.eta, self.scale, self.bound = float(eta), float(scale), float(bound)
         self.s = np.zeros(m)

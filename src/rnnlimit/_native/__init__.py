@@ -1,1 +1,1 @@
-"""Native kernels (C sources built as optional extensions; loaded by :mod:`rnnlimit.native`)."""
+"""Native kernels (C sources built as optional extensions; loaded by :mod:`rnnlimit.nativelib`)."""
