@@ -29,6 +29,8 @@ import os
 import bench_ucr
 import numpy as np
 from sklearn.utils import check_random_state
+from unseen_data import DATASETS as UNSEEN_ONE
+from unseen_data import load_unseen
 
 from rnnlimit.datasets import load_aeon
 from rnnlimit.estimators import KernelFamily, RNNKernelClassifier
@@ -69,9 +71,9 @@ def choose(variant: str, ridges: list[EigenRidge], t: np.ndarray) -> tuple[int, 
 
 def one(name: str, seed: int, args: argparse.Namespace, family: KernelFamily) -> dict:
     if args.unseen:
-        from unseen_data import load_unseen
-
         xtr, ytr = load_unseen(name, "train")
+    elif name in UNSEEN_ONE:  # the first unseen pool, seen since its 05:10 run (a DEV set now)
+        (xtr, ytr), (xte, yte) = load_unseen(name, "train"), load_unseen(name, "test")
     else:
         (xtr, ytr), (xte, yte) = load_aeon(name, "train"), load_aeon(name, "test")
     if args.few:

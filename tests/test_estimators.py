@@ -237,6 +237,36 @@ def test_same_seed_same_model_threads_and_progress():
     assert ("selection", len(SMALL.candidates()), len(SMALL.candidates())) in calls
 
 
+def test_pool_normalisation_gives_the_mean_of_the_readouts_cosine_kernels():
+    """``normalize="pool"``: ``Φ_r Φ_rᵀ`` is the mean over readouts q of the cosine kernel of
+    q alone (each computed by its own one-readout family, where "all" is that cosine kernel);
+    ``"block"`` gives each (readout, dilation) block unit norm / √(Q·D)."""
+    from rnnlimit.seqfamily import Preprocessing, family_features
+
+    x, _ = _sine_or_square(5, 4, length=40)
+    xs = np.transpose(x, (0, 2, 1)).astype(np.float64)
+    lengths = np.full(len(xs), 40)
+    prep = Preprocessing.of(xs, lengths)
+    pools = ("ppv", "mean", "seg", "max")
+    fam = KernelFamily(n_theta=64, pools=pools, normalize="pool")
+    groups = fam.draw(3, 1, 40)
+    phi = family_features(fam, groups, prep, "series", xs, lengths)
+    grams = []
+    for q in pools:
+        one = KernelFamily(n_theta=64, pools=(q,), normalize="all")
+        p = family_features(one, groups, prep, "series", xs, lengths)
+        grams.append(p @ p.T)
+    np.testing.assert_allclose(phi @ phi.T, np.mean(grams, axis=0), rtol=1e-10, atol=1e-12)
+    block = family_features(KernelFamily(n_theta=64, pools=pools, normalize="block"), groups,
+                            prep, "series", xs, lengths)  # fmt: skip
+    assert len(groups) > 1
+    np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, rtol=1e-12)
+    first = block[:, : groups[0][1].b.shape[0]]  # ppv of the first dilation
+    np.testing.assert_allclose(
+        np.linalg.norm(first, axis=1), 1.0 / np.sqrt(len(pools) * len(groups)), rtol=1e-12
+    )
+
+
 def test_kernel_family_parameters_are_validated():
     with pytest.raises(ParameterError, match="window"):
         KernelFamily(window=0)
@@ -244,6 +274,12 @@ def test_kernel_family_parameters_are_validated():
         KernelFamily(pools=("median",))
     with pytest.raises(ParameterError, match="representations"):
         KernelFamily(representations=("series", "series"))
+    with pytest.raises(ParameterError, match="normalize"):
+        KernelFamily(normalize="rows")
+    with pytest.raises(ParameterError, match="segments"):
+        KernelFamily(segments=0)
+    with pytest.raises(ParameterError, match="pools"):
+        KernelFamily(pools=("ppv", "ppv"))
     with pytest.raises(ParameterError, match="b_max"):
         KernelFamily(b_max=0.95)
     x, y = _sine_or_square(6, 5, length=10)

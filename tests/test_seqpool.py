@@ -53,8 +53,10 @@ def test_dilations_fit_the_window_in_the_shortest_series():
         dilations(0, 9)
 
 
-def _numpy_pools(omega, xs, lengths):
-    """The readouts by a plain loop over time (independent of the jitted scan)."""
+def _numpy_pools(omega, xs, lengths, segments=4):
+    """The readouts by a plain loop over time (independent of the jitted scan); ``seg`` splits
+    the steps ``0..n-1`` into ``segments`` parts with ``numpy.array_split``'s rule on the index
+    ``k`` (part ``j`` holds the ``k`` with ``j n/S ≤ k < (j+1) n/S``)."""
     from scipy.special import erf
 
     w, b, u = (np.asarray(a) for a in (omega.w, omega.b, omega.u))
@@ -65,15 +67,32 @@ def _numpy_pools(omega, xs, lengths):
             h = erf(w @ x[k] + b * h + u)
             states.append(h)
         s = np.array(states)
-        out.append(np.concatenate([(s > 0).mean(0), s.max(0), s.mean(0)]))
+        part = np.array([min(k * segments // n, segments - 1) for k in range(n)])
+        seg = [(s[part == j] > 0).mean(0) if (part == j).any() else np.zeros_like(b)
+               for j in range(segments)]  # fmt: skip
+        out.append(np.concatenate([(s > 0).mean(0), s.max(0), s.mean(0), *seg]))
     return np.array(out) / np.sqrt(len(b))
 
 
 def test_pooled_readouts_match_a_plain_loop_on_ragged_series():
     xs, lengths = _ragged()
+    lengths[0] = 3  # shorter than the 4 parts of ``seg``: one part is empty and reads 0
     omega = sample_omega(jax.random.PRNGKey(1), 40, 2, OmegaLaw(b_max=0.8), dtype="float64")
-    got = pooled_features(omega, xs, lengths, workers=1)
+    got = pooled_features(omega, xs, lengths, pools=("ppv", "max", "mean", "seg"), workers=1)
     np.testing.assert_allclose(got, _numpy_pools(omega, xs, lengths), rtol=1e-10, atol=1e-12)
+    three = pooled_features(omega, xs, lengths, pools=("seg",), segments=3, workers=1)
+    ref = _numpy_pools(omega, xs, lengths, segments=3)[:, 3 * 40 :]
+    np.testing.assert_allclose(three, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_seg_parts_average_to_ppv_on_equal_parts():
+    """When ``S`` divides every length, the mean of the ``S`` part-ppvs is the ppv."""
+    xs, lengths = _ragged(length=12)
+    lengths[:] = 12
+    omega = sample_omega(jax.random.PRNGKey(4), 16, 2, OmegaLaw(), dtype="float64")
+    ppv = pooled_features(omega, xs, lengths, pools=("ppv",))
+    seg = pooled_features(omega, xs, lengths, pools=("seg",), segments=4)
+    np.testing.assert_allclose(seg.reshape(len(xs), 4, 16).mean(1), ppv, rtol=1e-12)
 
 
 def test_pooled_mean_is_the_nngp_mean_readout_of_the_feature_scan():
@@ -100,6 +119,8 @@ def test_pooled_feature_errors_name_the_parameter():
     omega = sample_omega(jax.random.PRNGKey(0), 8, 2, OmegaLaw(), dtype="float64")
     with pytest.raises(ParameterError, match="pools"):
         pooled_features(omega, xs, lengths, pools=("median",))
+    with pytest.raises(ParameterError, match="segments"):
+        pooled_features(omega, xs, lengths, pools=("seg",), segments=0)
     with pytest.raises(ParameterError, match="lengths"):
         pooled_features(omega, xs, np.zeros(5, int))
     with pytest.raises(ParameterError, match="xs"):

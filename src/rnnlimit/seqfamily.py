@@ -5,9 +5,16 @@ dilation ``δ`` of :func:`rnnlimit.seqpool.dilations`, ``P_δ`` diagonal units r
 embedding ``X̃_k = (X_k, X_{k-δ}, ..., X_{k-(m-1)δ})`` (``m = window``) through
 ``H_k = σ(w·X̃_k + b H_{k-1} + u)``, ``w ~ N(0, σ_w²/m · I)``, ``b`` of the log-time law (rates
 ``1 - 1/τ``, ``τ`` log-uniform on ``[1, tau_max]``: several recurrence rates at once), and their
-pooled readouts (ppv, max, mean; :mod:`rnnlimit.seqpool`) concatenated over ``δ`` give the
-features ``Φ_r``. Each row is divided by its norm, so that ``K_r = Φ_r Φ_rᵀ`` is the
-cosine-normalised NNGP kernel of the pooled readouts, averaged over the dilations.
+pooled readouts (ppv, mean, and the ppv of ``S`` consecutive parts, ``seg``; max on request;
+:mod:`rnnlimit.seqpool`) over all ``δ`` give the features ``Φ_r``. With ``normalize="pool"``
+(the default) each readout's block ``Φ_{r,q}`` (all units, all dilations) is divided by its
+row norm and by ``√Q`` (``Q`` readouts), so that
+
+    K_r = Φ_r Φ_rᵀ = (1/Q) Σ_q cos-kernel of readout q,
+
+the mean over the readouts of their cosine-normalised NNGP kernels: each readout weighs the
+same whatever its scale (``"all"``: one norm over the whole row, where a readout with large
+entries dominates; ``"block"``: one norm per readout and dilation).
 """
 
 from __future__ import annotations
@@ -23,12 +30,20 @@ from scipy.stats import qmc
 from rnnlimit.datasets import channel_stats, standardize, znormalize
 from rnnlimit.errors import ParameterError, check_choice, check_int, check_range
 from rnnlimit.omega import Omega, OmegaLaw
-from rnnlimit.seqpool import POOLS, delay_embed, dilations, first_difference, pooled_features
+from rnnlimit.seqpool import (
+    POOLS,
+    delay_embed,
+    dilations,
+    first_difference,
+    pool_width,
+    pooled_features,
+)
 
 #: ``series``: each series z-normalised per channel over its true length; ``diff``: the first
 #: difference of that; ``level``: standardised per channel with the training set's statistics
 #: (keeps each series' level and amplitude).
 REPRESENTATIONS: tuple[str, ...] = ("series", "diff", "level")
+NORMALIZATIONS: tuple[str, ...] = ("pool", "all", "block")
 Progress = Callable[[str, int, int], None] | None
 
 
@@ -38,7 +53,10 @@ class KernelFamily:
     and :class:`~rnnlimit.estimators.RNNKernelRegressor` (see the module docstring).
 
     ``n_theta``: ω samples per representation, split over the dilations (a power of two per
-    dilation, at least 16). ``window``: ``m``. ``pools``: readouts. ``representations``: the
+    dilation, at least 16). ``window``: ``m``. ``pools``: readouts (:data:`POOLS`; ppv, mean
+    and seg were chosen over ppv/max/mean on the DEV2 pool, see benchmarks/RESULTS.md).
+    ``segments``: ``S``, the parts of ``seg``. ``normalize``: how rows are normalised (see the
+    module docstring). ``representations``: the
     candidate inputs; the estimators choose among each alone and their mean by leave-one-out.
     ``sigma_w``, ``sigma_u``, ``b_max``, ``tau_max``, ``activation``: the law of ω
     (:class:`rnnlimit.omega.OmegaLaw` with ``b_law="logtime"``; ``w``'s sd is
@@ -48,7 +66,9 @@ class KernelFamily:
 
     n_theta: int = 2048
     window: int = 9
-    pools: tuple[str, ...] = POOLS
+    pools: tuple[str, ...] = ("ppv", "mean", "seg")
+    segments: int = 4
+    normalize: str = "pool"
     representations: tuple[str, ...] = REPRESENTATIONS
     sigma_w: float = 2.0
     sigma_u: float = 1.0
@@ -61,8 +81,12 @@ class KernelFamily:
         check_int("n_theta", self.n_theta, 16)
         check_int("window", self.window, 1)
         check_int("max_dilations", self.max_dilations, 1)
+        check_int("segments", self.segments, 1)
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
         if not self.pools or any(p not in POOLS for p in self.pools):
             raise ParameterError("pools", f"must be a non-empty tuple of {POOLS}")
+        if len(set(self.pools)) != len(self.pools):
+            raise ParameterError("pools", f"must be distinct names of {POOLS}")
         if not self.representations or len(set(self.representations)) != len(self.representations):
             raise ParameterError("representations", f"must be distinct names of {REPRESENTATIONS}")
         for r in self.representations:
@@ -131,20 +155,36 @@ def family_features(
     done: int = 0,
     total: int = 0,
 ) -> np.ndarray:
-    """Row-normalised features ``Φ_r`` (n, F) of representation ``rep`` (float64)."""
+    """Row-normalised features ``Φ_r`` (n, F) of representation ``rep`` (float64; see the
+    module docstring for ``family.normalize``)."""
     x = prep.apply(rep, xs, lengths)
     blocks = []
     for i, (d, omega) in enumerate(groups):
         emb = delay_embed(x, d, family.window).astype(np.float32)
-        blocks.append(
-            pooled_features(omega, emb, lengths, activation_name=family.activation,
-                            pools=family.pools, workers=workers)
-        )  # fmt: skip
+        phi = pooled_features(
+            omega,
+            emb,
+            lengths,
+            activation_name=family.activation,
+            pools=family.pools,
+            segments=family.segments,
+            workers=workers,
+        )
+        widths = [pool_width(p, family.segments) * omega.b.shape[0] for p in family.pools]
+        blocks.append(np.split(phi.astype(np.float64), np.cumsum(widths)[:-1], axis=1))
         if progress is not None:
             progress("features", done + i + 1, total)
-    phi = np.concatenate(blocks, axis=1).astype(np.float64)
-    norm = np.linalg.norm(phi, axis=1, keepdims=True)
-    return phi / np.where(norm > 0.0, norm, 1.0)
+    if family.normalize == "all":
+        parts = [np.concatenate([q for b in blocks for q in b], axis=1)]
+    elif family.normalize == "pool":
+        parts = [np.concatenate([b[q] for b in blocks], axis=1) for q in range(len(blocks[0]))]
+    else:
+        parts = [q for b in blocks for q in b]
+    scaled = []
+    for part in parts:
+        norm = np.linalg.norm(part, axis=1, keepdims=True)
+        scaled.append(part / np.where(norm > 0.0, norm, 1.0) / math.sqrt(len(parts)))
+    return np.concatenate(scaled, axis=1)
 
 
 def candidate_features(blocks: dict[str, np.ndarray], reps: tuple[str, ...]) -> np.ndarray:
