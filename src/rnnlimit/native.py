@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rnnlimit.nativecalls import seq_features as seq_features  # rnnlimit.seqfeatures calls it
 from rnnlimit.nativelib import (
     ACTIVATIONS,
     DISABLED,

@@ -12,7 +12,7 @@ the means over ``n_segments`` equal parts, default ``N_SEGMENTS``) gives the fea
 ``Φ(ξ) = P^{-1/2} [H, ∇_ω H]_{p=1..P}`` of a history ``ξ``, so that ``Φ(X) Φ(Y)ᵀ`` estimates the
 kernel of :mod:`rnnlimit.seqkernel`. The scan is vectorised over ω and sequences, run in blocks
 of rows and in concurrent panels; in float32 the native kernel ``_native/seq_features.c``
-(:func:`rnnlimit.native.seq_features`) runs the same scan, several row ranges on threads.
+(:func:`rnnlimit.nativecalls.seq_features`) runs the same scan, several row ranges on threads.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlimit import native
+from rnnlimit import native, nativecalls
 from rnnlimit.activations import activation
 from rnnlimit.errors import ParameterError, check_choice, check_int
 from rnnlimit.omega import Omega
@@ -203,7 +203,7 @@ def _native_panels(
     step = max(8, -(-n // (4 * max(workers, 1))))
 
     def run(start: int) -> None:
-        native.seq_features(
+        nativecalls.seq_features(
             xs32, lengths, w_t, b, u, dest, activation=act, ntk=part == "ntk",
             last=readout != "mean", segments=segments, scale=float(scale),
             rows=(start, min(start + step, n)),

@@ -17,7 +17,7 @@
  * A step stops the run (*bad = k) when its loss is non-finite or some |g_k,j| exceeds `bound`
  * (runaway growth: the targets lie in [-1, 1]^m).
  *
- * Exported (plain C ABI, loaded with ctypes by rnnlimit.native):
+ * Exported (plain C ABI, loaded with ctypes by rnnlimit.nativelib):
  *   rnnlimit_train(...)            the interval runner
  *   rnnlimit_act(...)              sigma and sigma' of the kernel's activations (tests)
  *   rnnlimit_exp(...)              the kernel's exp (tests)

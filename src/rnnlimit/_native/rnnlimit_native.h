@@ -25,7 +25,7 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* Size limits of the kernels, exported by rnnlimit_limits() and checked by rnnlimit.native at
+/* Size limits of the kernels, exported by rnnlimit_limits() and checked by rnnlimit.nativelib at
  * load time (a mismatch would overrun buffers rather than raise). */
 #define MAX_DM 64   /* fused_train.c: largest d and m of the trainer */
 #define PIC_MAX_D 3 /* limit_pic.c: largest d + m of the grid limit kernel */
