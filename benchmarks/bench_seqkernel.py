@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import jax
 import jax.numpy as jnp
 import numpy as np
+from limitbench import load_average
 
 from rnnlimit.seqfeatures import resolve_backend
 from rnnlimit.seqkernel import OmegaLaw, sample_omega, sequence_features, sequence_kernel
@@ -83,7 +84,7 @@ def main() -> None:
 
     lines = [
         f"# device {jax.devices()[0].platform}, {os.cpu_count()} cpus, {platform.machine()}, "
-        f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        f"load average {load_average()}",
         f"n {n} length {length} n_theta {p} feature_length {f_len} dtype float32",
         f"first_call_s {first:.3f} (includes compilation)",
         f"features_s {t_feat:.3f} (backend {backend}) features_jax_s {t_jax:.3f} "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from limitbench import load_average
 
 from rnnlimit.datasets import as_sequences, load_aeon
 from rnnlimit.estimators import RNNKernelClassifier, RNNKernelRegressor
@@ -105,7 +106,7 @@ def main() -> None:
         runs = [run(name, s, args.n_jobs) for s in range(args.seeds)]
         rows.append((name, runs))
         print(name, runs, flush=True)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     lines = [
         "",
         f"## RNNKernelClassifier / RNNKernelRegressor vs ROCKET — bench_ucr.py, "

@@ -17,9 +17,14 @@ def stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, e.g. ``1.98, 2.07, 2.39``."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def machine() -> str:
     """Processor, cores, jax version and backend, and the load average, for a RESULTS.md line."""
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} ({jax.default_backend()}), load average {load}"

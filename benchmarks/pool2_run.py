@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import bench_ucr
 import numpy as np
-from limitbench import machine
+from limitbench import load_average, machine
 from pool2 import family, split
 from unseen_data import cache_dir, load_unseen
 
@@ -139,7 +138,7 @@ def main() -> None:
         with open(args.results, "a", encoding="utf-8") as fh:
             fh.write(text)
     print(text)
-    print(f"load {os.getloadavg()}", file=sys.stderr)
+    print(f"load average {load_average()} at the end", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,8 @@ from pathlib import Path
 
 import bench_ucr
 import numpy as np
+from limitbench import load_average
 from unseen_data import DATASETS, load_unseen
-
-
-def load_text() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def spread(runs: list[dict], key: str) -> str:
@@ -41,7 +38,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-jobs", type=int, default=2)
     args = parser.parse_args()
-    start, load_start = datetime.now(UTC), load_text()
+    start, load_start = datetime.now(UTC), load_average()
     rows = []
     for name in args.datasets:
         x, y = load_unseen(name, "train")
@@ -62,7 +59,7 @@ def main() -> None:
         "",
         f"Command: `nice -n 10 .venv/bin/python benchmarks/{Path(sys.argv[0]).name} "
         f"{' '.join(sys.argv[1:])}`. CPU ({os.cpu_count()} cores), load average "
-        f"{load_start} at the start, {load_text()} at the end; n_jobs={args.n_jobs} for both; "
+        f"{load_start} at the start, {load_average()} at the end; n_jobs={args.n_jobs} for both; "
         f"seeds 0..{args.seeds - 1}. Accuracy: mean over the seeds (min–max); times: fit + "
         "predict, s, mean over the seeds.",
         "",
