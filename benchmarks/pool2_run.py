@@ -26,10 +26,29 @@ from limitbench import load_average, machine
 from pool2 import family, split
 from unseen_data import cache_dir, load_unseen
 
-from rnnlimit.estimators import KernelFamily, RNNKernelClassifier
+from rnnlimit.estimators import KernelFamily, RNNKernelClassifier, RNNKernelRegressor
 
 #: main's kernel family before this session (95d80ba), spelled out
 BEFORE = {"pools": ["ppv", "max", "mean"], "sigma_w": 2.0, "normalize": "all"}
+#: the unseen regression set of the pre-registered check (RMSE)
+REGRESSION = "Tecator"
+
+
+def regression(seed: int, n_jobs: int, variants: dict[str, dict]) -> dict[str, dict]:
+    """RMSE and time of ours (each variant) and of aeon's RocketRegressor on ``REGRESSION``."""
+    from aeon.regression.convolution_based import RocketRegressor
+
+    (xtr, ytr), (xte, yte) = load_unseen(REGRESSION, "train"), load_unseen(REGRESSION, "test")
+    rmse = lambda p: float(np.sqrt(np.mean((np.asarray(p, float) - yte) ** 2)))  # noqa: E731
+    out = {}
+    for v, fam in variants.items():
+        model = RNNKernelRegressor(kernel=KernelFamily(**fam), random_state=seed, n_jobs=n_jobs)
+        pred, t = bench_ucr.timed(model, xtr, ytr, xte)
+        out[v] = {"rmse": rmse(pred), "s": t}
+    ptr, pte = bench_ucr.padded(xtr, xte)
+    pred, t = bench_ucr.timed(RocketRegressor(random_state=seed, n_jobs=n_jobs), ptr, ytr, pte)
+    out["rocket"] = {"rmse": rmse(pred), "s": t}
+    return out
 
 
 def rocket(name: str, seed: int, n_jobs: int, cached: bool) -> dict:
@@ -133,6 +152,15 @@ def main() -> None:
             f"behind on {int((d < 0).sum())}; mean difference {d.mean():+.4f}; slower on "
             f"{slower} of {len(names)}."
         )
+    if args.pool == "held2" and not args.datasets:
+        runs = [regression(seed, args.n_jobs, variants) for seed in range(args.seeds)]
+        cells = []
+        for c in cols:
+            e = [r[c]["rmse"] for r in runs]
+            s = np.mean([r[c]["s"] for r in runs])
+            cells.append(f"{c} {np.mean(e):.4f} ({min(e):.4f}–{max(e):.4f}), {s:.1f} s")
+        lines.append(f"\n{REGRESSION} RMSE (lower is better), seed mean (min–max), fit + "
+                     f"predict time: " + "; ".join(cells) + ".")  # fmt: skip
     text = "\n".join(lines) + "\n"
     if args.results:
         with open(args.results, "a", encoding="utf-8") as fh:
