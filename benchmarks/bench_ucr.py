@@ -83,6 +83,7 @@ def run(name: str, seed: int, n_jobs: int, baseline: bool = True, load: Loader =
 
     pred, t = timed(ours, xtr, ytr, xte)
     out = {"ours": score(pred), "ours_s": t, "choice": f"{'+'.join(ours.representations_)} "
+           f"[{'+'.join(ours.pools_)}] "
            f"α={ours.alpha_:.3g} loo={ours.loo_score_:.3f}"}  # fmt: skip
     if baseline:
         rocket = (RocketRegressor if regression else RocketClassifier)(

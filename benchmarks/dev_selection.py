@@ -41,6 +41,10 @@ from rnnlimit.seqmodels import ALPHAS
 VARIANTS = ("base", "edge", "se", "1se")
 
 
+def _name(candidate: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    return "+".join(candidate[0]) + "/" + "+".join(candidate[1])
+
+
 def _acc(loo: np.ndarray, t: np.ndarray) -> float:
     return float(np.mean(loo.argmax(1) == t.argmax(1)))
 
@@ -93,23 +97,24 @@ def one(name: str, seed: int, args: argparse.Namespace, family: KernelFamily) ->
     m.omegas_ = [(d, tuple(np.asarray(a) for a in (o.w, o.b, o.u))) for d, o in groups]
     m.prep_ = Preprocessing.of(xs, lengths)
     cands = family.candidates()
-    blocks = m._features(xs, lengths, family.representations)
-    phis = [candidate_features(blocks, c) for c in cands]
+    blocks = m._features(xs, lengths, family.representations, family.all_pools)
+    phis = [candidate_features(family, blocks, c) for c in cands]
     ridges = [EigenRidge.of(p @ p.T + 1.0) for p in phis]
     out: dict = {}
     if args.unseen:
         for c, r in zip(cands, ridges, strict=True):
             accs = " ".join(f"{a:.0e}:{_acc(r.loo(t, a), t):.3f}" for a in np.logspace(-8, 3, 12))
-            print(f"  {name} {'+'.join(c)} λ {r.eigvals.min():.2g}..{r.eigvals.max():.3g} {accs}")
+            print(f"  {name} {_name(c)} λ {r.eigvals.min():.2g}..{r.eigvals.max():.3g} {accs}")
     else:
         xs_te, len_te = m._sequences(xte, fit=False)
-        test_blocks = m._features(xs_te, len_te, family.representations)
+        test_blocks = m._features(xs_te, len_te, family.representations, family.all_pools)
     for v in VARIANTS:
         i, a = choose(v, ridges, t)
-        row = {"cand": "+".join(cands[i]), "alpha": a, "loo": _acc(ridges[i].loo(t, a), t)}
+        row = {"cand": _name(cands[i]), "alpha": a, "loo": _acc(ridges[i].loo(t, a), t)}
         if not args.unseen:
             dual = ridges[i].dual(t, a)
-            scores = candidate_features(test_blocks, cands[i]) @ (phis[i].T @ dual) + dual.sum(0)
+            test_phi = candidate_features(family, test_blocks, cands[i])
+            scores = test_phi @ (phis[i].T @ dual) + dual.sum(0)
             row["acc"] = float(np.mean(classes[scores.argmax(1)] == yte))
         out[v] = row
     return out

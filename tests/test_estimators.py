@@ -238,33 +238,48 @@ def test_same_seed_same_model_threads_and_progress():
 
 
 def test_pool_normalisation_gives_the_mean_of_the_readouts_cosine_kernels():
-    """``normalize="pool"``: ``Φ_r Φ_rᵀ`` is the mean over readouts q of the cosine kernel of
-    q alone (each computed by its own one-readout family, where "all" is that cosine kernel);
-    ``"block"`` gives each (readout, dilation) block unit norm / √(Q·D)."""
-    from rnnlimit.seqfamily import Preprocessing, family_features
+    """``normalize="pool"``: a candidate's ``Φ Φᵀ`` is the mean over its readouts q of the
+    cosine kernel of q alone (each from its own one-readout family, where "all" is that cosine
+    kernel), averaged over its representations; ``"block"`` gives each (readout, dilation)
+    block the norm 1/√(Q·D)."""
+    from rnnlimit.seqfamily import Preprocessing, candidate_features, family_features
 
     x, _ = _sine_or_square(5, 4, length=40)
     xs = np.transpose(x, (0, 2, 1)).astype(np.float64)
     lengths = np.full(len(xs), 40)
     prep = Preprocessing.of(xs, lengths)
     pools = ("ppv", "mean", "seg", "max")
-    fam = KernelFamily(n_theta=64, pools=pools, normalize="pool")
+    fam = KernelFamily(n_theta=64, pools=pools[:3], optional_pools=pools[3:])
+    assert fam.all_pools == pools and fam.normalize == "pool"
     groups = fam.draw(3, 1, 40)
-    phi = family_features(fam, groups, prep, "series", xs, lengths)
+    raw = {r: family_features(fam, groups, prep, r, xs, lengths) for r in ("series", "diff")}
+    phi = candidate_features(fam, raw, (("series", "diff"), pools))
     grams = []
-    for q in pools:
-        one = KernelFamily(n_theta=64, pools=(q,), normalize="all")
-        p = family_features(one, groups, prep, "series", xs, lengths)
-        grams.append(p @ p.T)
+    for r in ("series", "diff"):
+        for q in pools:
+            one = KernelFamily(n_theta=64, pools=(q,), optional_pools=(), normalize="all")
+            p = candidate_features(one, {r: {q: raw[r][q]}}, ((r,), (q,)))
+            grams.append(p @ p.T)
     np.testing.assert_allclose(phi @ phi.T, np.mean(grams, axis=0), rtol=1e-10, atol=1e-12)
-    block = family_features(KernelFamily(n_theta=64, pools=pools, normalize="block"), groups,
-                            prep, "series", xs, lengths)  # fmt: skip
+    block_fam = KernelFamily(n_theta=64, pools=pools, optional_pools=(), normalize="block")
+    block = candidate_features(block_fam, raw, (("series",), pools))
     assert len(groups) > 1
     np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, rtol=1e-12)
     first = block[:, : groups[0][1].b.shape[0]]  # ppv of the first dilation
     np.testing.assert_allclose(
         np.linalg.norm(first, axis=1), 1.0 / np.sqrt(len(pools) * len(groups)), rtol=1e-12
     )
+
+
+def test_candidates_cover_representations_and_optional_readouts():
+    fam = KernelFamily(n_theta=64)
+    cands = fam.candidates()
+    reps = [("series",), ("diff",), ("level",), ("series", "diff", "level")]
+    assert cands == [(r, fam.pools) for r in reps] + [(r, fam.all_pools) for r in reps]
+    x, y = _sine_or_square(12, 7, length=30)
+    model = RNNKernelClassifier(kernel=fam, random_state=0).fit(x, y)
+    assert (model.representations_, model.pools_) in cands
+    assert KernelFamily(optional_pools=()).candidates() == [(r, fam.pools) for r in reps]
 
 
 def test_kernel_family_parameters_are_validated():
@@ -280,6 +295,8 @@ def test_kernel_family_parameters_are_validated():
         KernelFamily(segments=0)
     with pytest.raises(ParameterError, match="pools"):
         KernelFamily(pools=("ppv", "ppv"))
+    with pytest.raises(ParameterError, match="optional_pools"):
+        KernelFamily(optional_pools=("ppv",))
     with pytest.raises(ParameterError, match="b_max"):
         KernelFamily(b_max=0.95)
     x, y = _sine_or_square(6, 5, length=10)

@@ -5,16 +5,20 @@ dilation ``δ`` of :func:`rnnlimit.seqpool.dilations`, ``P_δ`` diagonal units r
 embedding ``X̃_k = (X_k, X_{k-δ}, ..., X_{k-(m-1)δ})`` (``m = window``) through
 ``H_k = σ(w·X̃_k + b H_{k-1} + u)``, ``w ~ N(0, σ_w²/m · I)``, ``b`` of the log-time law (rates
 ``1 - 1/τ``, ``τ`` log-uniform on ``[1, tau_max]``: several recurrence rates at once), and their
-pooled readouts (ppv, mean, and the ppv of ``S`` consecutive parts, ``seg``; max on request;
-:mod:`rnnlimit.seqpool`) over all ``δ`` give the features ``Φ_r``. With ``normalize="pool"``
-(the default) each readout's block ``Φ_{r,q}`` (all units, all dilations) is divided by its
-row norm and by ``√Q`` (``Q`` readouts), so that
+pooled readouts ``q`` (ppv, mean, the ppv of ``S`` consecutive parts ``seg``, and max;
+:mod:`rnnlimit.seqpool`) over all ``δ`` give the raw features ``Φ_{r,q}``.
 
-    K_r = Φ_r Φ_rᵀ = (1/Q) Σ_q cos-kernel of readout q,
+A candidate kernel is a pair (representations ``R``, readouts ``Q``). With
+``normalize="pool"`` (the default) each block ``Φ_{r,q}`` is divided by its row norm and by
+``√|Q|``, and the representations' features are concatenated and scaled by ``1/√|R|``, so that
 
-the mean over the readouts of their cosine-normalised NNGP kernels: each readout weighs the
-same whatever its scale (``"all"``: one norm over the whole row, where a readout with large
-entries dominates; ``"block"``: one norm per readout and dilation).
+    K = (1/|R|) Σ_{r∈R} (1/|Q|) Σ_{q∈Q} cos-kernel of Φ_{r,q},
+
+the mean of the cosine-normalised NNGP kernels of the readouts and representations: each
+weighs the same whatever its scale (``"all"``: one norm over each representation's row, where
+a readout with large entries dominates; ``"block"``: one norm per readout and dilation). The
+estimators choose the candidate by leave-one-out: each representation alone and their mean,
+each with ``pools`` and with ``pools + optional_pools``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ from rnnlimit.seqpool import (
 REPRESENTATIONS: tuple[str, ...] = ("series", "diff", "level")
 NORMALIZATIONS: tuple[str, ...] = ("pool", "all", "block")
 Progress = Callable[[str, int, int], None] | None
+#: raw features of one representation: readout -> one (n, P_δ·width) array per dilation
+RawFeatures = dict[str, list[np.ndarray]]
+#: a candidate kernel: (representations, readouts)
+Candidate = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,11 @@ class KernelFamily:
     and :class:`~rnnlimit.estimators.RNNKernelRegressor` (see the module docstring).
 
     ``n_theta``: ω samples per representation, split over the dilations (a power of two per
-    dilation, at least 16). ``window``: ``m``. ``pools``: readouts (:data:`POOLS`; ppv, mean
-    and seg were chosen over ppv/max/mean on the DEV2 pool, see benchmarks/RESULTS.md).
-    ``segments``: ``S``, the parts of ``seg``. ``normalize``: how rows are normalised (see the
-    module docstring). ``representations``: the
+    dilation, at least 16). ``window``: ``m``. ``pools``: readouts of every candidate
+    (:data:`POOLS`); ``optional_pools``: readouts the leave-one-out choice may add (ppv, mean,
+    seg always and max optional were chosen over ppv/max/mean on the DEV2 pool, see
+    benchmarks/RESULTS.md). ``segments``: ``S``, the parts of ``seg``. ``normalize``: how rows
+    are normalised (see the module docstring). ``representations``: the
     candidate inputs; the estimators choose among each alone and their mean by leave-one-out.
     ``sigma_w``, ``sigma_u``, ``b_max``, ``tau_max``, ``activation``: the law of ω
     (:class:`rnnlimit.omega.OmegaLaw` with ``b_law="logtime"``; ``w``'s sd is
@@ -67,6 +76,7 @@ class KernelFamily:
     n_theta: int = 2048
     window: int = 9
     pools: tuple[str, ...] = ("ppv", "mean", "seg")
+    optional_pools: tuple[str, ...] = ("max",)
     segments: int = 4
     normalize: str = "pool"
     representations: tuple[str, ...] = REPRESENTATIONS
@@ -87,6 +97,11 @@ class KernelFamily:
             raise ParameterError("pools", f"must be a non-empty tuple of {POOLS}")
         if len(set(self.pools)) != len(self.pools):
             raise ParameterError("pools", f"must be distinct names of {POOLS}")
+        extra = self.optional_pools
+        if any(p not in POOLS or p in self.pools for p in extra) or len(set(extra)) != len(extra):
+            raise ParameterError(
+                "optional_pools", f"must be distinct names of {POOLS} not in pools {self.pools}"
+            )
         if not self.representations or len(set(self.representations)) != len(self.representations):
             raise ParameterError("representations", f"must be distinct names of {REPRESENTATIONS}")
         for r in self.representations:
@@ -102,10 +117,18 @@ class KernelFamily:
             b_max=self.b_max, b_law="logtime", tau_max=self.tau_max, activation=self.activation,
         )  # fmt: skip
 
-    def candidates(self) -> list[tuple[str, ...]]:
-        """Candidate kernels: each representation alone, then the mean of all of them."""
+    @property
+    def all_pools(self) -> tuple[str, ...]:
+        """Every readout a candidate may use: ``pools + optional_pools``."""
+        return tuple(self.pools) + tuple(self.optional_pools)
+
+    def candidates(self) -> list[Candidate]:
+        """Candidate kernels: each representation alone, then the mean of all of them, first
+        with ``pools`` and then with ``all_pools`` (on equal scores the first listed wins)."""
         singles = [(r,) for r in self.representations]
-        return singles + ([tuple(self.representations)] if len(singles) > 1 else [])
+        reps = singles + ([tuple(self.representations)] if len(singles) > 1 else [])
+        readouts = [tuple(self.pools)] + ([self.all_pools] if self.optional_pools else [])
+        return [(r, q) for q in readouts for r in reps]
 
     def draw(self, seed: int, channels: int, length: int) -> list[tuple[int, Omega]]:
         """``(δ, ω samples)`` per dilation (spans fitting ``length``), the same for every
@@ -150,15 +173,18 @@ def family_features(
     xs: np.ndarray,
     lengths: np.ndarray,
     *,
+    pools: tuple[str, ...] | None = None,
     workers: int | None = None,
     progress: Progress = None,
     done: int = 0,
     total: int = 0,
-) -> np.ndarray:
-    """Row-normalised features ``Φ_r`` (n, F) of representation ``rep`` (float64; see the
-    module docstring for ``family.normalize``)."""
+) -> RawFeatures:
+    """Raw features ``Φ_{r,q}`` of representation ``rep`` for the readouts ``pools`` (default
+    ``family.all_pools``), one float64 array per dilation (not yet normalised: see
+    :func:`candidate_features`)."""
+    pools = family.all_pools if pools is None else tuple(pools)
     x = prep.apply(rep, xs, lengths)
-    blocks = []
+    out: RawFeatures = {q: [] for q in pools}
     for i, (d, omega) in enumerate(groups):
         emb = delay_embed(x, d, family.window).astype(np.float32)
         phi = pooled_features(
@@ -166,27 +192,33 @@ def family_features(
             emb,
             lengths,
             activation_name=family.activation,
-            pools=family.pools,
+            pools=pools,
             segments=family.segments,
             workers=workers,
         )
-        widths = [pool_width(p, family.segments) * omega.b.shape[0] for p in family.pools]
-        blocks.append(np.split(phi.astype(np.float64), np.cumsum(widths)[:-1], axis=1))
+        widths = [pool_width(q, family.segments) * omega.b.shape[0] for q in pools]
+        for q, block in zip(pools, np.split(phi, np.cumsum(widths)[:-1], axis=1), strict=True):
+            out[q].append(block.astype(np.float64))
         if progress is not None:
             progress("features", done + i + 1, total)
-    if family.normalize == "all":
-        parts = [np.concatenate([q for b in blocks for q in b], axis=1)]
-    elif family.normalize == "pool":
-        parts = [np.concatenate([b[q] for b in blocks], axis=1) for q in range(len(blocks[0]))]
-    else:
-        parts = [q for b in blocks for q in b]
-    scaled = []
-    for part in parts:
-        norm = np.linalg.norm(part, axis=1, keepdims=True)
-        scaled.append(part / np.where(norm > 0.0, norm, 1.0) / math.sqrt(len(parts)))
-    return np.concatenate(scaled, axis=1)
+    return out
 
 
-def candidate_features(blocks: dict[str, np.ndarray], reps: tuple[str, ...]) -> np.ndarray:
-    """Features of the mean of the kernels of ``reps``: the concatenation scaled by ``1/√R``."""
-    return np.concatenate([blocks[r] for r in reps], axis=1) / math.sqrt(len(reps))
+def candidate_features(
+    family: KernelFamily, raw: dict[str, RawFeatures], candidate: Candidate
+) -> np.ndarray:
+    """Features ``Φ`` of a candidate kernel ``(R, Q)``, normalised as ``family.normalize``
+    says (module docstring): ``Φ Φᵀ`` is the candidate's kernel."""
+    reps, pools = candidate
+    out = []
+    for r in reps:
+        if family.normalize == "all":
+            parts = [np.concatenate([b for q in pools for b in raw[r][q]], axis=1)]
+        elif family.normalize == "pool":
+            parts = [np.concatenate(raw[r][q], axis=1) for q in pools]
+        else:
+            parts = [b for q in pools for b in raw[r][q]]
+        for part in parts:
+            norm = np.linalg.norm(part, axis=1, keepdims=True)
+            out.append(part / np.where(norm > 0.0, norm, 1.0) / math.sqrt(len(parts) * len(reps)))
+    return np.concatenate(out, axis=1)

@@ -6,7 +6,8 @@
    for unequal lengths) or the flat 2-D encoding (:func:`rnnlimit.datasets.as_sequences`);
 2. features ``Φ_r`` of every representation ``r`` of :class:`rnnlimit.seqfamily.KernelFamily`
    (dilated windows, several recurrence rates, pooled readouts; ω drawn from ``random_state``);
-3. candidate kernels ``K_c = Φ_c Φ_cᵀ + 1`` (each representation, and their mean; the ``+1`` is
+3. candidate kernels ``K_c = Φ_c Φ_cᵀ + 1`` (each representation, and their mean, each with the
+   readouts ``pools`` and with ``pools + optional_pools``; the ``+1`` is
    an unpenalised-in-spirit bias) and ridge ``α`` in ``alphas``, chosen by exact leave-one-out
    (:class:`rnnlimit.kernelridge.EigenRidge`): the classifier by LOO accuracy (ties: lower LOO
    squared error, then the earlier candidate and smaller ``α``), the regressor by LOO squared
@@ -39,6 +40,7 @@ from rnnlimit.seqfamily import (
     KernelFamily,
     Preprocessing,
     Progress,
+    RawFeatures,
     candidate_features,
     family_features,
 )
@@ -107,13 +109,16 @@ class _RNNKernelModel(BaseEstimator):
         check_int("n_jobs", self.n_jobs, 1)
         return int(self.n_jobs)
 
-    def _features(self, xs: np.ndarray, lengths: np.ndarray, reps: tuple[str, ...]) -> dict:
+    def _features(
+        self, xs: np.ndarray, lengths: np.ndarray, reps: tuple[str, ...], pools: tuple[str, ...]
+    ) -> dict[str, RawFeatures]:
         family, groups = self.family_, self._groups()  # as fitted, even after set_params
         out, total = {}, len(reps) * len(groups)
         for i, rep in enumerate(reps):
             out[rep] = family_features(
-                family, groups, self.prep_, rep, xs, lengths, workers=self._workers(),
-                progress=self.progress, done=i * len(groups), total=total,
+                family, groups, self.prep_, rep, xs, lengths, pools=pools,
+                workers=self._workers(), progress=self.progress, done=i * len(groups),
+                total=total,
             )  # fmt: skip
         return out
 
@@ -136,19 +141,19 @@ class _RNNKernelModel(BaseEstimator):
         groups = family.draw(seed, xs.shape[2], int(np.median(lengths)))
         self.omegas_ = [(d, tuple(np.asarray(a) for a in (o.w, o.b, o.u))) for d, o in groups]
         self.prep_ = Preprocessing.of(xs, lengths)
-        blocks = self._features(xs, lengths, family.representations)
+        raw = self._features(xs, lengths, family.representations, family.all_pools)
         best: tuple | None = None
         cands = family.candidates()
-        for i, reps in enumerate(cands):
-            phi = candidate_features(blocks, reps)
+        for i, cand in enumerate(cands):
+            phi = candidate_features(family, raw, cand)
             ridge = EigenRidge.of(phi @ phi.T + 1.0)
             for alpha in alphas:
                 key = score(ridge.loo(targets, alpha), targets)
                 if best is None or key > best[0]:
-                    best = (key, reps, alpha, ridge, phi)
+                    best = (key, cand, alpha, ridge, phi)
             if self.progress is not None:
                 self.progress("selection", i + 1, len(cands))
-        (self.loo_score_, *_), self.representations_, self.alpha_, ridge, phi = best
+        (self.loo_score_, *_), (self.representations_, self.pools_), self.alpha_, ridge, phi = best
         self.dual_ = ridge.dual(targets, self.alpha_)
         self.coef_ = phi.T @ self.dual_
         self.intercept_ = self.dual_.sum(axis=0)
@@ -158,8 +163,8 @@ class _RNNKernelModel(BaseEstimator):
         """Scores ``Φ(X) Φ_trainᵀ A + 1ᵀA`` and the features ``Φ(X)`` of the chosen kernel."""
         check_is_fitted(self, "coef_")
         xs, lengths = self._sequences(X, fit=False)
-        phi = candidate_features(self._features(xs, lengths, self.representations_),
-                                 self.representations_)  # fmt: skip
+        raw = self._features(xs, lengths, self.representations_, self.pools_)
+        phi = candidate_features(self.family_, raw, (self.representations_, self.pools_))
         return phi @ self.coef_ + self.intercept_, phi
 
 
@@ -192,7 +197,8 @@ class RNNKernelClassifier(ClassifierMixin, _RNNKernelModel):
     the flat 2-D encoding); ``n_jobs`` (threads of the feature scans, None or -1: all cores);
     ``random_state`` (the ω draw); ``progress`` (``callable(stage, done, total)`` with stages
     ``"features"`` and ``"selection"``, or None). Fitted: ``classes_``, ``representations_``,
-    ``alpha_``, ``loo_score_`` (LOO accuracy of the choice), ``coef_``, ``intercept_``.
+    ``pools_`` (the chosen readouts), ``alpha_``, ``loo_score_`` (LOO accuracy of the choice),
+    ``coef_``, ``intercept_``.
     """
 
     _numeric = False
@@ -227,8 +233,8 @@ class RNNKernelRegressor(RegressorMixin, _RNNKernelModel):
     error on the standardised targets. ``predict(X, return_std=True)`` adds the GP predictive
     standard deviation of a new target, ``s·√(k** + α - k*ᵀ(K+αI)^{-1}k*)`` (module
     :mod:`rnnlimit.kernelridge`), in the units of ``y``. Fitted: ``alpha_``, ``amplitude_``
-    (``s²``), ``representations_``, ``loo_score_`` (minus the LOO mean squared error of the
-    standardised targets), ``coef_``, ``intercept_``.
+    (``s²``), ``representations_``, ``pools_``, ``loo_score_`` (minus the LOO mean squared error
+    of the standardised targets), ``coef_``, ``intercept_``.
     """
 
     _numeric = True
