@@ -6,9 +6,7 @@ seed (``$RNNLIMIT_WHEEL_CACHE/../rocket``) so that variants can be compared with
 it, and nothing is written to RESULTS.md unless ``--results`` is given. ``--pool held2`` is the
 pre-registered check (RESULTS.md, "Pre-registration: the second unseen pool"): ROCKET is run
 afresh, ours with the final defaults (``final``) and with main's defaults before the session
-(``before``), and a section is appended to RESULTS.md. ``--pool reserve-pig`` is the
-pre-registered check of the few-shot rule (RESULTS.md, "few-shot rule") on two reserve sets:
-ours with the rule (``final``), without it (``no-rule``) and ROCKET, run afresh.
+(``before``), and a section is appended to RESULTS.md.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/pool2_run.py --pool held2 --seeds 3 --n-jobs 2``.
 """
@@ -28,15 +26,10 @@ from limitbench import load_average, machine
 from pool2 import family, split
 from unseen_data import cache_dir, load_unseen
 
-from rnnlimit import seqmodels
 from rnnlimit.estimators import KernelFamily, RNNKernelClassifier, RNNKernelRegressor
 
 #: main's kernel family before this session (95d80ba), spelled out
 BEFORE = {"pools": ["ppv", "max", "mean"], "optional_pools": [], "sigma_w": 2.0, "normalize": "all"}
-#: the reserve sets of the few-shot rule's check (RESULTS.md, "few-shot rule")
-RESERVE_PIG = ("PigAirwayPressure", "PigArtPressure")
-#: a variant key: ours without the few-shot rule (``seqmodels.FEW_SHOT = 0`` for its fits)
-NO_RULE = "no_few_shot_rule"
 #: the unseen regression set of the pre-registered check (RMSE)
 REGRESSION = "Tecator"
 
@@ -77,21 +70,15 @@ def rocket(name: str, seed: int, n_jobs: int, cached: bool) -> dict:
 
 def ours(name: str, seed: int, n_jobs: int, fam: dict) -> dict:
     (xtr, ytr), (xte, yte) = load_unseen(name, "train"), load_unseen(name, "test")
-    fam = dict(fam)
-    few_shot = 0 if fam.pop(NO_RULE, False) else seqmodels.FEW_SHOT
     model = RNNKernelClassifier(kernel=KernelFamily(**fam), random_state=seed, n_jobs=n_jobs)
-    saved, seqmodels.FEW_SHOT = seqmodels.FEW_SHOT, few_shot
-    try:
-        t0 = time.perf_counter()
-        pred = model.fit(xtr, ytr).predict(xte)
-    finally:
-        seqmodels.FEW_SHOT = saved
+    t0 = time.perf_counter()
+    pred = model.fit(xtr, ytr).predict(xte)
     return {"acc": float(np.mean(pred == yte)), "s": time.perf_counter() - t0}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pool", choices=("dev2", "held2", "reserve-pig"), default="dev2")
+    parser.add_argument("--pool", choices=("dev2", "held2"), default="dev2")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON (dev2)")
@@ -99,13 +86,11 @@ def main() -> None:
     parser.add_argument("--results", help="append a section to this file")
     args = parser.parse_args()
     dev2, held2 = split()
-    names = {"dev2": dev2, "held2": held2, "reserve-pig": RESERVE_PIG}[args.pool]
+    names = dev2 if args.pool == "dev2" else held2
     if args.datasets:
         names = tuple(n for n in names if n in args.datasets)
     if args.pool == "held2":
         variants = {"final": {}, "before": BEFORE}
-    elif args.pool == "reserve-pig":
-        variants = {"final": {}, "no-rule": {NO_RULE: True}}
     else:
         variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
         variants = variants or {"default": {}}
@@ -167,7 +152,7 @@ def main() -> None:
             f"behind on {int((d < 0).sum())}; mean difference {d.mean():+.4f}; slower on "
             f"{slower} of {len(names)}."
         )
-    if args.pool == "held2" and not args.datasets:  # Tecator
+    if args.pool == "held2" and not args.datasets:
         runs = [regression(seed, args.n_jobs, variants) for seed in range(args.seeds)]
         cells = []
         for c in cols:

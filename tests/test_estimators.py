@@ -280,22 +280,6 @@ def test_candidates_cover_representations_and_optional_readouts():
     model = RNNKernelClassifier(kernel=fam, random_state=0).fit(x, y)
     assert (model.representations_, model.pools_) in cands
     assert KernelFamily(optional_pools=()).candidates() == [(r, fam.pools) for r in reps]
-    assert fam.candidates(optional=False) == [(r, fam.pools) for r in reps]
-    assert not model.few_shot_  # 6 series a class
-
-
-def test_few_shot_classes_are_not_offered_the_optional_readouts():
-    """Median class of 2 series: leave-one-out chooses among the base readouts only (and the
-    optional ones are not even computed); 3 series a class: all candidates again."""
-    fam = KernelFamily(n_theta=64)
-    calls = []
-    x, y = _sine_or_square(4, 3, length=30)
-    two = RNNKernelClassifier(kernel=fam, random_state=0, progress=lambda *a: calls.append(a))
-    two.fit(x, y)
-    assert two.few_shot_ and two.pools_ == fam.pools
-    assert ("selection", 4, 4) in calls and ("selection", 8, 8) not in calls
-    x, y = _sine_or_square(6, 3, length=30)
-    assert not RNNKernelClassifier(kernel=fam, random_state=0).fit(x, y).few_shot_
 
 
 def test_kernel_family_parameters_are_validated():

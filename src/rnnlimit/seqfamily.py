@@ -122,14 +122,12 @@ class KernelFamily:
         """Every readout a candidate may use: ``pools + optional_pools``."""
         return tuple(self.pools) + tuple(self.optional_pools)
 
-    def candidates(self, optional: bool = True) -> list[Candidate]:
+    def candidates(self) -> list[Candidate]:
         """Candidate kernels: each representation alone, then the mean of all of them, first
-        with ``pools`` and then (``optional``) with ``all_pools``; on equal scores the first
-        listed wins."""
+        with ``pools`` and then with ``all_pools`` (on equal scores the first listed wins)."""
         singles = [(r,) for r in self.representations]
         reps = singles + ([tuple(self.representations)] if len(singles) > 1 else [])
-        extra = optional and bool(self.optional_pools)
-        readouts = [tuple(self.pools)] + ([self.all_pools] if extra else [])
+        readouts = [tuple(self.pools)] + ([self.all_pools] if self.optional_pools else [])
         return [(r, q) for q in readouts for r in reps]
 
     def draw(self, seed: int, channels: int, length: int) -> list[tuple[int, Omega]]:

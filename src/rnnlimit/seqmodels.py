@@ -37,7 +37,6 @@ from rnnlimit.errors import ParameterError, check_int
 from rnnlimit.kernelridge import EigenRidge
 from rnnlimit.omega import Omega
 from rnnlimit.seqfamily import (
-    Candidate,
     KernelFamily,
     Preprocessing,
     Progress,
@@ -47,8 +46,6 @@ from rnnlimit.seqfamily import (
 )
 
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 3, 15))
-#: at most this many training series in the median class: leave-one-out does not choose readouts
-FEW_SHOT = 2
 #: Selection key from (LOO predictions, targets); larger is better, compared as tuples.
 Score = Callable[[np.ndarray, np.ndarray], tuple[float, ...]]
 
@@ -144,10 +141,9 @@ class _RNNKernelModel(BaseEstimator):
         groups = family.draw(seed, xs.shape[2], int(np.median(lengths)))
         self.omegas_ = [(d, tuple(np.asarray(a) for a in (o.w, o.b, o.u))) for d, o in groups]
         self.prep_ = Preprocessing.of(xs, lengths)
-        cands = self._candidates(family, targets)
-        pools = tuple(dict.fromkeys(q for _, qs in cands for q in qs))
-        raw = self._features(xs, lengths, family.representations, pools)
+        raw = self._features(xs, lengths, family.representations, family.all_pools)
         best: tuple | None = None
+        cands = family.candidates()
         for i, cand in enumerate(cands):
             phi = candidate_features(family, raw, cand)
             ridge = EigenRidge.of(phi @ phi.T + 1.0)
@@ -162,10 +158,6 @@ class _RNNKernelModel(BaseEstimator):
         self.coef_ = phi.T @ self.dual_
         self.intercept_ = self.dual_.sum(axis=0)
         return ridge, phi
-
-    def _candidates(self, family: KernelFamily, targets: np.ndarray) -> list[Candidate]:
-        """The candidates leave-one-out chooses among (all of ``family.candidates()``)."""
-        return family.candidates()
 
     def _raw_predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``Φ(X) Φ_trainᵀ A + 1ᵀA`` and the features ``Φ(X)`` of the chosen kernel."""
@@ -205,20 +197,11 @@ class RNNKernelClassifier(ClassifierMixin, _RNNKernelModel):
     the flat 2-D encoding); ``n_jobs`` (threads of the feature scans, None or -1: all cores);
     ``random_state`` (the ω draw); ``progress`` (``callable(stage, done, total)`` with stages
     ``"features"`` and ``"selection"``, or None). Fitted: ``classes_``, ``representations_``,
-    ``pools_`` (the chosen readouts), ``few_shot_`` (the optional readouts were not offered:
-    the median class has at most ``FEW_SHOT`` training series), ``alpha_``, ``loo_score_`` (LOO
-    accuracy of the choice), ``coef_``, ``intercept_``.
+    ``pools_`` (the chosen readouts), ``alpha_``, ``loo_score_`` (LOO accuracy of the choice),
+    ``coef_``, ``intercept_``.
     """
 
     _numeric = False
-
-    def _candidates(self, family: KernelFamily, targets: np.ndarray) -> list[Candidate]:
-        """Without the optional readouts when the median class has at most ``FEW_SHOT``
-        training series (``few_shot_``): leaving one out of a class of two scores a one-shot
-        problem, not the two-shot one the final model solves, and on PigCVP the readout choice
-        made there went the wrong way (benchmarks/RESULTS.md, few-shot rule)."""
-        self.few_shot_ = bool(np.median((targets > 0).sum(axis=0)) <= FEW_SHOT)
-        return family.candidates(optional=not self.few_shot_)
 
     def fit(self, X: Any, y: Any) -> RNNKernelClassifier:
         """The whole procedure of the module docstring on ``(X, y)``."""
