@@ -27,6 +27,7 @@ import sys
 from unseen_data import DATASETS2, load_unseen
 
 MAX_CELLS = 300_000
+RESERVE_A_CELLS = 1_200_000
 #: families whose siblings were seen before this pool existed
 SEEN_RELATED = ("GunPoint", "Pig")
 _FAMILIES = (
@@ -52,8 +53,9 @@ def family(name: str) -> str:
     return name
 
 
-def eligible() -> dict[str, int]:
-    """Eligible set -> its size in cells (see the module docstring)."""
+def sizes(max_cells: int = MAX_CELLS, max_train: int | None = None) -> dict[str, int]:
+    """UCR set without missing values -> its size in cells, for sets of at most ``max_cells``
+    cells and ``max_train`` training series."""
     out = {}
     for name, (_, fmt, _) in sorted(DATASETS2.items()):
         if not fmt.startswith("ucr_tsv"):
@@ -63,9 +65,25 @@ def eligible() -> dict[str, int]:
         if any(not (s == s).all() for s in series):  # NaN inside a series
             continue
         cells = len(series) * max(s.shape[-1] for s in series)
-        if cells <= MAX_CELLS:
+        if cells <= max_cells and (max_train is None or len(xs[0]) <= max_train):
             out[name] = cells
     return out
+
+
+def eligible() -> dict[str, int]:
+    """Eligible set -> its size in cells (see the module docstring)."""
+    return sizes()
+
+
+def reserve_a() -> tuple[str, ...]:
+    """The first check drawn from the reserve (RESULTS.md, "Pre-registration: RESERVE-A"):
+    reserve sets of more than ``MAX_CELLS`` and at most ``RESERVE_A_CELLS`` cells, at most 3000
+    training series, no missing values, outside the families related to seen sets."""
+    small = eligible()
+    return tuple(
+        n for n in sizes(RESERVE_A_CELLS, max_train=3000)
+        if n not in small and family(n) not in SEEN_RELATED
+    )  # fmt: skip
 
 
 def split() -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -6,7 +6,8 @@ seed (``$RNNLIMIT_WHEEL_CACHE/../rocket``) so that variants can be compared with
 it, and nothing is written to RESULTS.md unless ``--results`` is given. ``--pool held2`` is the
 pre-registered check (RESULTS.md, "Pre-registration: the second unseen pool"): ROCKET is run
 afresh, ours with the final defaults (``final``) and with main's defaults before the session
-(``before``), and a section is appended to RESULTS.md.
+(``before``), and a section is appended to RESULTS.md. ``--pool reserve-a`` is the same check on
+19 larger sets of the reserve (``pool2.reserve_a``), pre-registered after the HELD2 run.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/pool2_run.py --pool held2 --seeds 3 --n-jobs 2``.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import bench_ucr
 import numpy as np
 from limitbench import load_average, machine
-from pool2 import family, split
+from pool2 import family, reserve_a, split
 from unseen_data import cache_dir, load_unseen
 
 from rnnlimit.estimators import KernelFamily, RNNKernelClassifier, RNNKernelRegressor
@@ -78,7 +79,7 @@ def ours(name: str, seed: int, n_jobs: int, fam: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pool", choices=("dev2", "held2"), default="dev2")
+    parser.add_argument("--pool", choices=("dev2", "held2", "reserve-a"), default="dev2")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON (dev2)")
@@ -86,10 +87,10 @@ def main() -> None:
     parser.add_argument("--results", help="append a section to this file")
     args = parser.parse_args()
     dev2, held2 = split()
-    names = dev2 if args.pool == "dev2" else held2
+    names = {"dev2": dev2, "held2": held2}.get(args.pool) or reserve_a()
     if args.datasets:
         names = tuple(n for n in names if n in args.datasets)
-    if args.pool == "held2":
+    if args.pool in ("held2", "reserve-a"):
         variants = {"final": {}, "before": BEFORE}
     else:
         variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
