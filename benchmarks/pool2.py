@@ -15,14 +15,13 @@ sets (see RESULTS.md, "Pre-registration: the second unseen pool").
   alternately, DEV2 first.
 
 DEV2 is the development pool of every decision from now on; HELD2 is run once, at the end, by
-``unseen_ucr.py --pool held2``.
+``pool2_run.py --pool held2``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import sys
 
 from unseen_data import DATASETS2, load_unseen
 
@@ -79,11 +78,10 @@ def reserve_a() -> tuple[str, ...]:
     """The first check drawn from the reserve (RESULTS.md, "Pre-registration: RESERVE-A"):
     reserve sets of more than ``MAX_CELLS`` and at most ``RESERVE_A_CELLS`` cells, at most 3000
     training series, no missing values, outside the families related to seen sets."""
-    small = eligible()
+    larger = sizes(RESERVE_A_CELLS, max_train=3000)  # eligible sets are those of <= MAX_CELLS
     return tuple(
-        n for n in sizes(RESERVE_A_CELLS, max_train=3000)
-        if n not in small and family(n) not in SEEN_RELATED
-    )  # fmt: skip
+        n for n, cells in larger.items() if cells > MAX_CELLS and family(n) not in SEEN_RELATED
+    )
 
 
 def split() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -102,8 +100,7 @@ def split() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 if __name__ == "__main__":
     dev2, held2 = split()
-    sizes = eligible()
+    cells_of = eligible()
     for label, names in (("DEV2", dev2), ("HELD2", held2)):
-        cells = sum(sizes[n] for n in names)
+        cells = sum(cells_of[n] for n in names)
         print(f"{label} ({len(names)} sets, {cells / 1e6:.2f} M cells): {' '.join(names)}")
-    sys.exit(0)
